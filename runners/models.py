@@ -1,0 +1,187 @@
+"""Registry of SAM model builders: vit_h, vit_l, vit_b (official shapes) and tiny.
+
+``tiny`` is the same SAM architecture (ViT image encoder with windowed and global
+attention, the standard prompt encoder and mask decoder, 256x64x64 embeddings for a
+1024x1024 input) with a small image encoder, and weights drawn from a fixed seed. It is
+for tests, CI and offline demos; it loads through the same checkpoint code as the others.
+
+Models are built on the ``meta`` device and the checkpoint's tensors are assigned into
+them (``load_state_dict(assign=True)``), so weights are held once, straight from the
+(memory-mapped) checkpoint, with no random initialisation and no extra copy.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is imported lazily: the CLI and settings must start fast
+    import torch
+    from segment_anything.modeling import Sam
+
+logger = logging.getLogger(__name__)
+
+OFFICIAL_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
+TINY_SEED = 0
+IMAGE_SIZE = 1024
+PATCH_SIZE = 16
+PROMPT_EMBED_DIM = 256
+PIXEL_MEAN = (123.675, 116.28, 103.53)
+PIXEL_STD = (58.395, 57.12, 57.375)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The shape of one SAM variant and where its official weights live."""
+
+    name: str
+    encoder_embed_dim: int
+    encoder_depth: int
+    encoder_num_heads: int
+    encoder_global_attn_indexes: tuple[int, ...]
+    checkpoint_filename: str | None = None  # official file name; None for tiny
+    sha256: str | None = None  # digest of the official file
+    size_bytes: int | None = None
+
+    @property
+    def checkpoint_url(self) -> str | None:
+        return OFFICIAL_BASE_URL + self.checkpoint_filename if self.checkpoint_filename else None
+
+
+MODEL_SPECS: dict[str, ModelSpec] = {
+    "vit_h": ModelSpec(
+        "vit_h", 1280, 32, 16, (7, 15, 23, 31), "sam_vit_h_4b8939.pth",
+        "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e", 2_564_550_879,
+    ),
+    "vit_l": ModelSpec(
+        "vit_l", 1024, 24, 16, (5, 11, 17, 23), "sam_vit_l_0b3195.pth",
+        "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622", 1_249_524_607,
+    ),
+    "vit_b": ModelSpec(
+        "vit_b", 768, 12, 12, (2, 5, 8, 11), "sam_vit_b_01ec64.pth",
+        "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912", 375_042_383,
+    ),
+    "tiny": ModelSpec("tiny", 64, 2, 2, (1,)),
+}
+
+OFFICIAL_DIGESTS = {spec.checkpoint_url: spec.sha256 for spec in MODEL_SPECS.values() if spec.checkpoint_url}
+
+
+def get_spec(name: str) -> ModelSpec:
+    from .errors import ConfigError
+
+    try:
+        return MODEL_SPECS[name]
+    except KeyError:
+        raise ConfigError(f"unknown model type {name!r}; choose one of {', '.join(MODEL_SPECS)}.") from None
+
+
+def build_sam(spec: ModelSpec, device: "torch.device | str | None" = None) -> "Sam":
+    """Build an uninitialised-or-random SAM of ``spec``'s shape, exactly as
+    ``segment_anything.build_sam`` does for the official variants."""
+    import torch
+    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+    embedding_size = IMAGE_SIZE // PATCH_SIZE
+    with torch.device(device or "cpu"):
+        sam = Sam(
+            image_encoder=ImageEncoderViT(
+                depth=spec.encoder_depth,
+                embed_dim=spec.encoder_embed_dim,
+                img_size=IMAGE_SIZE,
+                mlp_ratio=4,
+                norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+                num_heads=spec.encoder_num_heads,
+                patch_size=PATCH_SIZE,
+                qkv_bias=True,
+                use_rel_pos=True,
+                global_attn_indexes=list(spec.encoder_global_attn_indexes),
+                window_size=14,
+                out_chans=PROMPT_EMBED_DIM,
+            ),
+            prompt_encoder=PromptEncoder(
+                embed_dim=PROMPT_EMBED_DIM,
+                image_embedding_size=(embedding_size, embedding_size),
+                input_image_size=(IMAGE_SIZE, IMAGE_SIZE),
+                mask_in_chans=16,
+            ),
+            mask_decoder=MaskDecoder(
+                num_multimask_outputs=3,
+                transformer=TwoWayTransformer(depth=2, embedding_dim=PROMPT_EMBED_DIM, mlp_dim=2048, num_heads=8),
+                transformer_dim=PROMPT_EMBED_DIM,
+                iou_head_depth=3,
+                iou_head_hidden_dim=256,
+            ),
+            pixel_mean=list(PIXEL_MEAN),
+            pixel_std=list(PIXEL_STD),
+        )
+    return sam.eval()
+
+
+def random_state_dict(spec: ModelSpec, seed: int = TINY_SEED) -> "dict[str, torch.Tensor]":
+    """Deterministic random-init weights of ``spec``'s shape (tiny's weights; benchmarks'
+    vit_b/vit_h-shaped models)."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_sam(spec).state_dict()
+
+
+def write_checkpoint(spec: ModelSpec, path: Path, seed: int = TINY_SEED) -> Path:
+    """Write a random-init checkpoint of ``spec``'s shape, in the official file format.
+
+    The bytes depend only on the weights (saved through a buffer, so the archive's
+    internal name does not follow the file name): the same seed gives the same sha256.
+    """
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(random_state_dict(spec, seed), buffer)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(buffer.getbuffer())
+    tmp.replace(path)
+    return path
+
+
+def load_sam(spec: ModelSpec, checkpoint: Path, device: "torch.device") -> "Sam":
+    """Build ``spec`` and load ``checkpoint`` into it without a second copy of the weights.
+
+    The file is memory-mapped and its tensors are assigned to the module (CPU), or
+    copied once to the GPU. A checkpoint of another shape raises CheckpointError that
+    names the model type to set.
+    """
+    import torch
+
+    from .errors import CheckpointError
+
+    try:
+        state_dict = torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=True)
+    except Exception as exc:  # pickle errors, truncated zip, not a torch file
+        raise CheckpointError(
+            f"{checkpoint} is not a readable SAM checkpoint ({type(exc).__name__}: {exc}); "
+            "delete it from the cache to download it again, or point SEGANY_CHECKPOINT at a .pth file."
+        ) from exc
+    if isinstance(state_dict, dict) and "model" in state_dict and isinstance(state_dict["model"], dict):
+        state_dict = state_dict["model"]  # some fine-tuning scripts wrap the weights
+    sam = build_sam(spec, device="meta")
+    try:
+        sam.load_state_dict(state_dict, strict=True, assign=True)
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"{checkpoint} does not fit SEGANY_MODEL={spec.name}: {str(exc).splitlines()[0]} "
+            "Set SEGANY_MODEL to the checkpoint's type (vit_h, vit_l, vit_b or tiny)."
+        ) from exc
+    # Non-persistent buffers are not in checkpoints: materialise them off the meta device.
+    sam.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(-1, 1, 1), False)
+    sam.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(-1, 1, 1), False)
+    meta = [name for name, t in list(sam.named_parameters()) + list(sam.named_buffers()) if t.is_meta]
+    if meta:
+        raise CheckpointError(f"{checkpoint} lacks tensors {meta[:3]}...; it is not a complete SAM checkpoint.")
+    return sam.to(device).eval()

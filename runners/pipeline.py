@@ -1,0 +1,246 @@
+"""The request path: image source -> cached or batched embedding -> decoder -> response.
+
+``Pipeline`` owns the loaded model, the embedding cache and the limits. The service
+hands it an ``encode_batch`` coroutine (its BentoML batchable API): images are staged
+here under a ticket, the ticket goes through BentoML's adaptive batcher, and the batch
+function (:meth:`Pipeline.encode_staged`) encodes every staged image of the batch in one
+forward. Only tickets cross the batcher, so no tensor is ever serialised.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+import anyio
+import anyio.from_thread
+import anyio.to_thread
+import numpy as np
+import torch
+
+from . import responses
+from .cache import CachedImage, EmbeddingCache
+from .checkpoints import resolve_checkpoint
+from .errors import ImageNotFound, NotReady, Overloaded, PromptError, SegAnyError
+from .everything import segment_everything
+from .inputs import ImageLimits, check_image_id, decode_base64, decode_image, image_id_of
+from .lifecycle import fail_startup
+from .models import get_spec, load_sam
+from .sam import ImageEmbedding, PreparedImage, Prompts, SamEngine, autocast_dtype, select_device
+from .schemas import EmbedRequest, EmbedResponse, EverythingRequest, EverythingResponse, ImageRequest, SegmentRequest, SegmentResponse
+from .settings import Settings
+from .urlfetch import UrlPolicy, fetch_url
+
+logger = logging.getLogger(__name__)
+
+EncodeBatch = Callable[[list[str]], Awaitable[list[str]]]
+
+
+@dataclass
+class _Slot:
+    """An image waiting in the batcher; the batch function fills in its embedding."""
+
+    prepared: PreparedImage
+    embedding: ImageEmbedding | None = None
+
+
+class Pipeline:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.limits = ImageLimits.from_settings(settings)
+        self.url_policy = UrlPolicy.from_settings(settings)
+        self.engine: SamEngine | None = None
+        self.cache: EmbeddingCache | None = None
+        self.model_name = settings.model_type
+        self._ready = threading.Event()
+        self._staged: dict[str, _Slot] = {}
+        # CPU work of requests (decoding, resizing, the prompt decoder, mask encoding).
+        self._workers = anyio.CapacityLimiter(4)
+
+    # --- loading ---------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Resolve and load the checkpoint, then warm up. Blocking; raises SegAnyError."""
+        settings = self.settings
+        spec = get_spec(settings.model_type)
+        device = select_device(settings.device)
+        if settings.torch_threads:
+            torch.set_num_threads(settings.torch_threads)
+        checkpoint = resolve_checkpoint(settings, spec)
+        logger.info("loading %s from %s on %s", spec.name, checkpoint.path, device)
+        model = load_sam(spec, checkpoint.path, device)
+        autocast = autocast_dtype(settings.precision, device)
+        engine = SamEngine(model, device, autocast)
+        digest = checkpoint.sha256[:12] if checkpoint.sha256 else "unverified"
+        self.cache = EmbeddingCache(settings.embedding_cache_bytes, f"{spec.name}:{digest}:{autocast}")
+        if settings.warmup:
+            engine.warm_up()
+        self.engine = engine
+        self._ready.set()
+        logger.info("model %s ready (%s, encoder autocast %s)", spec.name, device, autocast)
+
+    def start_loading(self) -> threading.Thread:
+        """Load in a background thread; a failure ends the process with a non-zero status."""
+
+        def run() -> None:
+            try:
+                self.load()
+            except SegAnyError as exc:
+                fail_startup(exc.message)
+            except Exception as exc:  # noqa: BLE001 - anything else is a start-up failure too
+                logger.exception("model loading failed")
+                fail_startup(f"{type(exc).__name__}: {exc}")
+
+        thread = threading.Thread(target=run, name="segany-model-loader", daemon=True)
+        thread.start()
+        return thread
+
+    @property
+    def is_ready(self) -> bool:
+        return self._ready.is_set()
+
+    def _require_ready(self) -> tuple[SamEngine, EmbeddingCache]:
+        if self.engine is None or self.cache is None:
+            raise NotReady("the model is still loading; retry when /readyz answers 200.")
+        return self.engine, self.cache
+
+    # --- the batch function ----------------------------------------------------------------
+
+    def encode_staged(self, tickets: list[str]) -> list[str]:
+        """Encode the staged images of ``tickets`` in one forward. Returns, per ticket,
+        "encoded" or "unknown" (a ticket that is not staged in this process)."""
+        engine, _ = self._require_ready()
+        slots = [self._staged.pop(ticket, None) for ticket in tickets]
+        live = [slot for slot in slots if slot is not None]
+        if live:
+            for slot, embedding in zip(live, engine.embed([slot.prepared for slot in live])):
+                slot.embedding = embedding
+        return ["encoded" if slot is not None else "unknown" for slot in slots]
+
+    async def _encode(self, prepared: PreparedImage, encode_batch: EncodeBatch) -> ImageEmbedding:
+        ticket = uuid.uuid4().hex
+        slot = self._staged[ticket] = _Slot(prepared)
+        try:
+            await encode_batch([ticket])
+        except SegAnyError:
+            raise
+        except Exception as exc:
+            if "overloaded" in str(exc).lower():
+                raise Overloaded("the encoder queue is full; retry later or raise SEGANY_MAX_LATENCY_MS.") from exc
+            raise SegAnyError(f"the image encoder failed ({type(exc).__name__}); see the server log.") from exc
+        finally:
+            self._staged.pop(ticket, None)
+        if slot.embedding is None:
+            raise SegAnyError("the image encoder returned no embedding; see the server log.")
+        return slot.embedding
+
+    # --- images ----------------------------------------------------------------------------
+
+    async def cached_image(self, request: ImageRequest, encode_batch: EncodeBatch) -> tuple[CachedImage, np.ndarray | None]:
+        """The request's image with its embedding, and its RGB pixels when they were decoded
+        now (None on a cache hit)."""
+        _, cache = self._require_ready()
+        if request.image_id is not None:
+            entry = cache.get(check_image_id(request.image_id))
+            if entry is None:
+                raise ImageNotFound(
+                    f"image_id {request.image_id} is not cached on this server (never sent here, evicted, or sent to "
+                    "another replica); send the image again as image or image_url.",
+                    field="image_id",
+                )
+            return entry, None
+        if request.image is not None:
+            data = await self._run(decode_base64, request.image)
+        else:
+            data = await anyio.to_thread.run_sync(fetch_url, request.image_url, self.url_policy)
+        image_id = await self._run(image_id_of, data)
+        decoded: list[np.ndarray] = []
+
+        async def compute() -> CachedImage:
+            rgb = await self._run(decode_image, data, self.limits)
+            decoded.append(rgb)
+            prepared = await self._run(self.engine.prepare, rgb)
+            return CachedImage(image_id, await self._encode(prepared, encode_batch), data)
+
+        entry = await cache.get_or_compute(image_id, compute)
+        return entry, (decoded[0] if decoded else None)
+
+    async def pixels(self, entry: CachedImage, decoded: np.ndarray | None) -> np.ndarray:
+        return decoded if decoded is not None else await self._run(decode_image, entry.data, self.limits)
+
+    async def _run(self, fn, *args):  # type: ignore[no-untyped-def]
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self._workers)
+
+    # --- operations ------------------------------------------------------------------------
+
+    async def segment(self, request: SegmentRequest, encode_batch: EncodeBatch) -> tuple[SegmentResponse, bytes | None]:
+        """Masks for the request's prompts; with output=overlay also the overlay PNG."""
+        engine, _ = self._require_ready()
+        entry, decoded = await self.cached_image(request, encode_batch)
+        prompts = prompts_for(request, entry.embedding.original_size, self.settings)
+        prediction = await self._run(engine.predict, entry.embedding, prompts)
+        rgb = await self.pixels(entry, decoded) if request.output == "overlay" else None
+        return await self._run(responses.segment_response, entry, prediction, request, rgb)
+
+    async def everything(self, request: EverythingRequest, encode_batch: EncodeBatch) -> tuple[EverythingResponse, bytes | None]:
+        engine, _ = self._require_ready()
+        if request.points_per_side > self.settings.max_points_per_side:
+            raise PromptError(
+                f"points_per_side={request.points_per_side} exceeds the cap {self.settings.max_points_per_side} "
+                "(SEGANY_MAX_POINTS_PER_SIDE).",
+                field="points_per_side",
+            )
+        entry, decoded = await self.cached_image(request, encode_batch)
+        rgb = await self.pixels(entry, decoded)
+
+        def embed_crop(crop: np.ndarray) -> ImageEmbedding:  # runs in a worker thread
+            prepared = engine.prepare(crop)
+            return anyio.from_thread.run(self._encode, prepared, encode_batch)
+
+        instances = await self._run(
+            lambda: segment_everything(engine, rgb, entry.embedding, embed_crop, **request.generator_kwargs())
+        )
+        return await self._run(responses.everything_response, entry, instances, request, rgb)
+
+    async def embed(self, request: EmbedRequest, encode_batch: EncodeBatch) -> EmbedResponse:
+        self._require_ready()
+        entry, _ = await self.cached_image(request, encode_batch)
+        return responses.embed_response(entry, self.model_name, request.dtype)
+
+
+def prompts_for(request: SegmentRequest, size: tuple[int, int], settings: Settings) -> Prompts:
+    """Check the request's prompts against the image (H, W) and the caps; build Prompts."""
+    height, width = size
+    points = boxes = labels = None
+    if request.points is not None:
+        if len(request.points) > settings.max_points:
+            raise PromptError(f"{len(request.points)} points exceed the cap of {settings.max_points} (SEGANY_MAX_POINTS).", field="points")
+        points = np.asarray(request.points, dtype=np.float64)
+        labels = np.asarray(request.labels, dtype=np.int64)
+        for i, (x, y) in enumerate(points):
+            if not (0 <= x <= width and 0 <= y <= height):
+                raise PromptError(
+                    f"points[{i}] = ({x:g}, {y:g}) is outside the {width}x{height} image; "
+                    "coordinates are pixels of the original image, x from the left, y from the top.",
+                    field=f"points[{i}]",
+                )
+    if request.boxes is not None:
+        if len(request.boxes) > settings.max_boxes:
+            raise PromptError(f"{len(request.boxes)} boxes exceed the cap of {settings.max_boxes} (SEGANY_MAX_BOXES).", field="boxes")
+        boxes = np.asarray(request.boxes, dtype=np.float64)
+        for i, (x0, y0, x1, y1) in enumerate(boxes):
+            if not (x0 <= x1 and y0 <= y1):
+                raise PromptError(f"boxes[{i}] must be [x0, y0, x1, y1] with x0 <= x1 and y0 <= y1.", field=f"boxes[{i}]")
+            if not (0 <= x0 and 0 <= y0 and x1 <= width and y1 <= height):
+                raise PromptError(
+                    f"boxes[{i}] = [{x0:g}, {y0:g}, {x1:g}, {y1:g}] is outside the {width}x{height} image.",
+                    field=f"boxes[{i}]",
+                )
+    mask_input = request.mask_input_array()
+    multimask = request.multimask
+    if multimask is None:  # SAM's advice: several masks for an ambiguous single click
+        multimask = points is not None and len(points) == 1 and boxes is None and mask_input is None
+    return Prompts(points=points, labels=labels, boxes=boxes, mask_input=mask_input, multimask=multimask)

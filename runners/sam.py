@@ -1,0 +1,183 @@
+"""The SAM runner: image preprocessing, batched image encoder, multi-prompt mask decoder.
+
+Every step reuses segment_anything's own code path (``ResizeLongestSide``,
+``Sam.preprocess``, ``SamPredictor.predict``/``predict_torch``) so that outputs equal
+``SamPredictor``'s on the same weights; what this module adds is batching several
+images into one encoder forward and decoding from a cached embedding.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from segment_anything import SamPredictor
+from segment_anything.modeling import Sam
+from segment_anything.utils.transforms import ResizeLongestSide
+
+from .errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """An image resized and normalised for the encoder.
+
+    tensor: (3, 1024, 1024) float32 on the model's device, padded bottom/right.
+    original_size: (H, W) of the image as sent. input_size: (h, w) after resizing the
+    longest side to 1024, before padding.
+    """
+
+    tensor: torch.Tensor
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class ImageEmbedding:
+    """The encoder's output for one image: features (1, 256, 64, 64) float32."""
+
+    features: torch.Tensor
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
+
+    @property
+    def nbytes(self) -> int:
+        return self.features.element_size() * self.features.nelement()
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """Prompts for one image, in pixel coordinates of the original image.
+
+    points: (N, 2) float (x, y) with labels (N,) int, 1 = foreground, 0 = background.
+    boxes: (B, 4) float (x0, y0, x1, y1); B > 1 gives one mask set per box, the points
+    (if any) applying to every box. mask_input: (1, 256, 256) float low-res logits from a
+    previous prediction. multimask: three masks per prompt instead of one.
+    """
+
+    points: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    boxes: np.ndarray | None = None
+    mask_input: np.ndarray | None = None
+    multimask: bool = False
+
+    @property
+    def count(self) -> int:
+        return 1 if self.boxes is None else len(self.boxes)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Decoder output. masks: (P, C, H, W) bool; scores: (P, C) float32 predicted IoU;
+    low_res_logits: (P, C, 256, 256) float32. P = number of prompts, C = 3 or 1."""
+
+    masks: np.ndarray
+    scores: np.ndarray
+    low_res_logits: np.ndarray
+
+
+def select_device(requested: str) -> torch.device:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("SEGANY_DEVICE=cuda but no CUDA device is visible; use SEGANY_DEVICE=cpu or auto.")
+    if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The encoder's autocast dtype; None means plain fp32 (the exact reference path)."""
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError("SEGANY_PRECISION=fp16 needs a CUDA device; on CPU use fp32 or bf16.")
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+class SamEngine:
+    """Thread-compatible runner over one loaded ``Sam`` model.
+
+    ``prepare`` and ``predict`` may run concurrently from several threads; ``encode`` is
+    called by one batching thread at a time.
+    """
+
+    def __init__(self, model: Sam, device: torch.device, encoder_autocast: torch.dtype | None = None) -> None:
+        self.model = model
+        self.device = device
+        self.encoder_autocast = encoder_autocast
+        self.transform = ResizeLongestSide(model.image_encoder.img_size)
+
+    def prepare(self, image: np.ndarray) -> PreparedImage:
+        """image: (H, W, 3) uint8 RGB -> the encoder's input, as ``SamPredictor.set_image`` makes it."""
+        resized = self.transform.apply_image(image)
+        tensor = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None, :, :, :]
+        with torch.inference_mode():
+            tensor = self.model.preprocess(tensor)[0]
+        return PreparedImage(tensor, (image.shape[0], image.shape[1]), (resized.shape[0], resized.shape[1]))
+
+    def encode(self, batch: torch.Tensor) -> torch.Tensor:
+        """batch: (B, 3, 1024, 1024) from ``prepare`` -> features (B, 256, 64, 64) float32."""
+        with torch.inference_mode():
+            if self.encoder_autocast is None:
+                return self.model.image_encoder(batch)
+            with torch.autocast(self.device.type, dtype=self.encoder_autocast):
+                return self.model.image_encoder(batch).float()
+
+    def embed(self, prepared: list[PreparedImage]) -> list[ImageEmbedding]:
+        """Encode several prepared images in one forward."""
+        features = self.encode(torch.stack([p.tensor for p in prepared]))
+        return [
+            ImageEmbedding(features[i : i + 1].clone(), p.original_size, p.input_size)
+            for i, p in enumerate(prepared)
+        ]
+
+    def predict(self, embedding: ImageEmbedding, prompts: Prompts) -> Prediction:
+        """Decode all prompts of one image in one decoder forward."""
+        predictor = predictor_for(self.model, embedding)
+        with torch.inference_mode():
+            if prompts.count == 1:
+                box = None if prompts.boxes is None else prompts.boxes[0]
+                masks, scores, logits = predictor.predict(
+                    point_coords=prompts.points,
+                    point_labels=prompts.labels,
+                    box=box,
+                    mask_input=prompts.mask_input,
+                    multimask_output=prompts.multimask,
+                )
+                return Prediction(masks[None], scores[None], logits[None])
+            return self._predict_boxes(predictor, prompts)
+
+    def _predict_boxes(self, predictor: SamPredictor, prompts: Prompts) -> Prediction:
+        """Several boxes in one batch, as segment_anything's README batches them
+        (``apply_boxes_torch`` + ``predict_torch``); points and mask_input apply to every box."""
+        n = prompts.count
+        size = predictor.original_size
+        boxes = predictor.transform.apply_boxes_torch(torch.as_tensor(prompts.boxes, dtype=torch.float, device=self.device), size)
+        coords = labels = mask = None
+        if prompts.points is not None:
+            points = torch.as_tensor(prompts.points, dtype=torch.float, device=self.device)
+            coords = predictor.transform.apply_coords_torch(points, size)[None].expand(n, -1, -1)
+            labels = torch.as_tensor(prompts.labels, dtype=torch.int, device=self.device)[None].expand(n, -1)
+        if prompts.mask_input is not None:
+            mask = torch.as_tensor(prompts.mask_input, dtype=torch.float, device=self.device)[None].expand(n, -1, -1, -1)
+        masks, scores, logits = predictor.predict_torch(coords, labels, boxes, mask, prompts.multimask)
+        return Prediction(masks.cpu().numpy(), scores.float().cpu().numpy(), logits.float().cpu().numpy())
+
+    def warm_up(self) -> None:
+        """One encoder and one decoder forward on a synthetic image."""
+        image = np.zeros((64, 64, 3), dtype=np.uint8)
+        embedding = self.embed([self.prepare(image)])[0]
+        self.predict(embedding, Prompts(points=np.array([[32.0, 32.0]]), labels=np.array([1]), multimask=True))
+
+
+def predictor_for(model: Sam, embedding: ImageEmbedding) -> SamPredictor:
+    """A ``SamPredictor`` whose image is set from a cached embedding instead of the encoder."""
+    predictor = SamPredictor(model)
+    predictor.features = embedding.features
+    predictor.original_size = embedding.original_size
+    predictor.input_size = embedding.input_size
+    predictor.is_image_set = True
+    return predictor

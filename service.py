@@ -1,0 +1,86 @@
+"""segment-anywhere: Segment Anything (SAM) as a BentoML service.
+
+    bentoml serve service:SegmentAnything        # SEGANY_MODEL=tiny for a quick offline start
+
+Endpoints: POST /segment (prompts -> masks), POST /segment_everything (all instances),
+POST /embed (the image embedding). Every image goes through the batchable ``encode`` API,
+so concurrent requests share encoder forwards; embeddings are cached by image sha256 and
+returned as ``image_id``. Settings: ``SEGANY_*`` variables, see runners/settings.py.
+"""
+
+from __future__ import annotations
+
+import bentoml
+from starlette.responses import Response
+
+from runners.edge import RequestEdge, json_errors
+from runners.lifecycle import install_exit_hook
+from runners.schemas import (
+    EmbedRequest,
+    EmbedResponse,
+    EverythingRequest,
+    EverythingResponse,
+    SegmentRequest,
+    SegmentResponse,
+)
+from runners.settings import Settings
+
+SETTINGS = Settings.from_env()  # a bad SEGANY_* value stops `bentoml serve` here, before it binds
+install_exit_hook()
+
+
+def _png_or_json(ctx: bentoml.Context, response: object, png: bytes | None) -> object:
+    """output=overlay with ``Accept: image/png`` gets the picture itself."""
+    if png is not None and "image/png" in ctx.request.headers.get("accept", ""):
+        return Response(content=png, media_type="image/png")
+    return response
+
+
+@bentoml.service(
+    name="segment_anything",
+    workers=1,  # one model copy per container; scale out with replicas
+    threads=1,  # the encoder batch runs in one thread at a time
+    traffic={"timeout": SETTINGS.request_timeout_s},
+)
+class SegmentAnything:
+    def __init__(self) -> None:
+        from runners.pipeline import Pipeline  # torch and segment_anything load here, in the worker
+
+        self.pipeline = Pipeline(SETTINGS)
+        self.pipeline.start_loading()  # /readyz says 503 until loaded and warmed up
+
+    def __is_ready__(self) -> bool:
+        return self.pipeline.is_ready
+
+    @bentoml.api(batchable=True, max_batch_size=SETTINGS.max_batch_size, max_latency_ms=SETTINGS.max_latency_ms)
+    def encode(self, tickets: list[str]) -> list[str]:
+        """Internal: encode the images that the endpoints below staged in this process.
+
+        Only tickets pass through BentoML's adaptive batcher, never pixels; a ticket from
+        another process answers "unknown". Clients use /embed. The endpoints call it as
+        ``self.to_async.encode`` (BentoML's in-process client), which goes through the batcher.
+        """
+        return self.pipeline.encode_staged(tickets)
+
+    @bentoml.api(route="/segment")
+    @json_errors
+    async def segment(self, request: SegmentRequest, /, ctx: bentoml.Context) -> SegmentResponse:
+        """Masks for point, box and mask prompts on one image (SamPredictor.predict)."""
+        response, png = await self.pipeline.segment(request, self.to_async.encode)
+        return _png_or_json(ctx, response, png)
+
+    @bentoml.api(route="/segment_everything")
+    @json_errors
+    async def segment_everything(self, request: EverythingRequest, /, ctx: bentoml.Context) -> EverythingResponse:
+        """Every instance in the image (SamAutomaticMaskGenerator)."""
+        response, png = await self.pipeline.everything(request, self.to_async.encode)
+        return _png_or_json(ctx, response, png)
+
+    @bentoml.api(route="/embed")
+    @json_errors
+    async def embed(self, request: EmbedRequest, /) -> EmbedResponse:
+        """The image embedding (1, 256, 64, 64), for clients that run the prompt decoder themselves."""
+        return await self.pipeline.embed(request, self.to_async.encode)
+
+
+SegmentAnything.add_asgi_middleware(RequestEdge, max_body_bytes=SETTINGS.max_body_bytes)

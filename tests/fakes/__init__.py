@@ -1,0 +1,1 @@
+"""Standard-library fakes of cloud services, for tests."""

@@ -1,0 +1,62 @@
+"""/segment_everything equals SamAutomaticMaskGenerator on the same weights.
+
+Random-init SAM predicts low IoUs, so the default thresholds keep nothing; these tests
+open the thresholds (and turn NMS off) so that many instances come back, and check that
+they did.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from segment_anything import SamAutomaticMaskGenerator
+
+from runners.outputs import decode_rle
+from tests.client import b64, ok
+from tests.photos import small_photo_png, small_photo_rgb
+
+OPEN = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 1.0}
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+def assert_instances_equal(instances: list[dict], reference: list[dict]) -> None:
+    assert len(instances) == len(reference) > 0
+    for ours, theirs in zip(instances, reference):
+        assert iou(decode_rle(ours["segmentation"]), decode_rle(theirs["segmentation"])) >= 0.99
+        assert ours["area"] == theirs["area"]
+        np.testing.assert_allclose(ours["bbox"], theirs["bbox"])
+        np.testing.assert_allclose(ours["predicted_iou"], theirs["predicted_iou"], atol=1e-4)
+        np.testing.assert_allclose(ours["stability_score"], theirs["stability_score"], atol=1e-4)
+        np.testing.assert_allclose(ours["point_coords"], theirs["point_coords"])
+        np.testing.assert_allclose(ours["crop_box"], theirs["crop_box"])
+
+
+@pytest.mark.parametrize(
+    "name, params",
+    [
+        ("dog", {"points_per_side": 5, **OPEN}),
+        ("groceries", {"points_per_side": 4, "points_per_batch": 5, **OPEN, "min_mask_region_area": 100}),
+        ("truck", {"points_per_side": 4, "crop_n_layers": 1, **OPEN}),  # crops go through the batched encoder
+    ],
+)
+def test_segment_everything_equals_the_automatic_mask_generator(api, reference_model, name, params):
+    body = ok(api.post("/segment_everything", json={"image": b64(small_photo_png(name)), **params}))
+    generator = SamAutomaticMaskGenerator(reference_model, output_mode="coco_rle", **params)
+    reference = generator.generate(small_photo_rgb(name))
+    assert (body["height"], body["width"]) == small_photo_rgb(name).shape[:2]
+    assert_instances_equal(body["instances"], reference)
+
+
+def test_defaults_are_the_automatic_mask_generators():
+    import inspect
+
+    from runners.schemas import EverythingRequest
+
+    signature = inspect.signature(SamAutomaticMaskGenerator.__init__).parameters
+    fields = EverythingRequest.model_fields
+    for name in EverythingRequest(image="x").generator_kwargs():
+        assert fields[name].default == signature[name].default, name
