@@ -82,6 +82,29 @@ def encode_rle(masks: np.ndarray) -> list[dict[str, Any]]:
 
     Returns N dicts ``{"size": [H, W], "counts": str}`` (JSON-serialisable).
     """
+    return [{"size": [int(s) for s in r["size"]], "counts": r["counts"].decode("ascii")} for r in _pycoco_rles(masks)]
+
+
+def describe_masks(masks: np.ndarray, fmt: str) -> tuple[list[object], np.ndarray, list[int]]:
+    """Payloads in ``fmt``, bboxes ``(N, 4)`` as :func:`masks_to_bboxes_xywh`, and areas.
+
+    For ``rle`` the boxes and areas are read off the RLEs (pycocotools), several times
+    cheaper than scanning the full-size masks again; the values are the same.
+    """
+    if check_output_format(fmt) != "rle":
+        return encode_masks(masks, fmt), masks_to_bboxes_xywh(masks), mask_areas(masks)
+    rles = _pycoco_rles(masks)
+    if not rles:
+        return [], np.zeros((0, 4), np.int64), []
+    areas = mask_utils.area(rles).astype(np.int64)
+    boxes = mask_utils.toBbox(rles).astype(np.int64)
+    boxes[:, 2:] -= (areas > 0)[:, None]  # pycocotools' w, h count pixels; SAM's are index differences
+    payloads = [{"size": [int(s) for s in r["size"]], "counts": r["counts"].decode("ascii")} for r in rles]
+    return payloads, boxes, [int(a) for a in areas]
+
+
+def _pycoco_rles(masks: np.ndarray) -> list[dict[str, Any]]:
+    """pycocotools' RLE dicts (counts as bytes) of ``(N, H, W)`` masks."""
     arr = _as_masks(masks)
     if arr.shape[0] == 0:
         return []
@@ -92,8 +115,7 @@ def encode_rle(masks: np.ndarray) -> list[dict[str, Any]]:
     columns = np.empty((n, w, h), np.uint8)
     for i in range(n):
         cv2.transpose(src[i], dst=columns[i])
-    rles = mask_utils.encode(columns.transpose(2, 1, 0))
-    return [{"size": [int(s) for s in r["size"]], "counts": r["counts"].decode("ascii")} for r in rles]
+    return mask_utils.encode(columns.transpose(2, 1, 0))
 
 
 def _encode_png(mask: np.ndarray) -> str:
@@ -151,7 +173,8 @@ def masks_to_bboxes_xywh(masks: np.ndarray) -> np.ndarray:
 
 def mask_areas(masks: np.ndarray) -> list[int]:
     """Foreground pixel count of each of ``(N, H, W)`` masks, as N Python ints."""
-    return [int(a) for a in np.count_nonzero(_as_masks(masks), axis=(1, 2))]
+    # per mask without an axis: numpy's fast path, several times quicker than axis=(1, 2)
+    return [int(np.count_nonzero(mask)) for mask in _as_masks(masks)]
 
 
 def render_overlay(image_rgb: np.ndarray, masks: np.ndarray, alpha: float = 0.5) -> bytes:

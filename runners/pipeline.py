@@ -9,6 +9,7 @@ forward. Only tickets cross the batcher, so no tensor is ever serialised.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import uuid
@@ -41,10 +42,15 @@ EncodeBatch = Callable[[list[str]], Awaitable[list[str]]]
 
 @dataclass
 class _Slot:
-    """An image waiting in the batcher; the batch function fills in its embedding."""
+    """An image waiting in the batcher. The batch function (a worker thread) hands the
+    embedding back through ``done`` on the event loop as soon as it is computed."""
 
     prepared: PreparedImage
-    embedding: ImageEmbedding | None = None
+    loop: asyncio.AbstractEventLoop
+    done: asyncio.Future[ImageEmbedding]
+
+    def deliver(self, embedding: ImageEmbedding) -> None:
+        self.loop.call_soon_threadsafe(lambda: self.done.done() or self.done.set_result(embedding))
 
 
 class Pipeline:
@@ -57,6 +63,7 @@ class Pipeline:
         self.model_name = settings.model_type
         self._ready = threading.Event()
         self._staged: dict[str, _Slot] = {}
+        self.stack_batches = False
         # CPU work of requests (decoding, resizing, the prompt decoder, mask encoding).
         self._workers = anyio.CapacityLimiter(4)
 
@@ -74,6 +81,9 @@ class Pipeline:
         model = load_sam(spec, checkpoint.path, device)
         autocast = autocast_dtype(settings.precision, device)
         engine = SamEngine(model, device, autocast)
+        self.stack_batches = settings.batch_stacking == "stack" or (
+            settings.batch_stacking == "auto" and device.type == "cuda"
+        )
         digest = checkpoint.sha256[:12] if checkpoint.sha256 else "unverified"
         self.cache = EmbeddingCache(settings.embedding_cache_bytes, f"{spec.name}:{digest}:{autocast}")
         if settings.warmup:
@@ -110,32 +120,41 @@ class Pipeline:
     # --- the batch function ----------------------------------------------------------------
 
     def encode_staged(self, tickets: list[str]) -> list[str]:
-        """Encode the staged images of ``tickets`` in one forward. Returns, per ticket,
-        "encoded" or "unknown" (a ticket that is not staged in this process)."""
+        """Encode the staged images of ``tickets``: stacked in one forward, or one after
+        another (``SEGANY_BATCH_STACKING``). Returns, per ticket, "encoded" or "unknown" (a
+        ticket that is not staged in this process)."""
         engine, _ = self._require_ready()
         slots = [self._staged.pop(ticket, None) for ticket in tickets]
         live = [slot for slot in slots if slot is not None]
-        if live:
+        if self.stack_batches and len(live) > 1:
             for slot, embedding in zip(live, engine.embed([slot.prepared for slot in live])):
-                slot.embedding = embedding
+                slot.deliver(embedding)
+        else:
+            for slot in live:
+                slot.deliver(engine.embed([slot.prepared])[0])
         return ["encoded" if slot is not None else "unknown" for slot in slots]
 
     async def _encode(self, prepared: PreparedImage, encode_batch: EncodeBatch) -> ImageEmbedding:
+        """The embedding of one prepared image, through the batcher."""
+        loop = asyncio.get_running_loop()
         ticket = uuid.uuid4().hex
-        slot = self._staged[ticket] = _Slot(prepared)
+        slot = self._staged[ticket] = _Slot(prepared, loop, loop.create_future())
+        batch = asyncio.ensure_future(encode_batch([ticket]))
+        batch.add_done_callback(lambda task: task.cancelled() or task.exception())  # retrieved, even if unawaited
         try:
-            await encode_batch([ticket])
-        except SegAnyError:
-            raise
-        except Exception as exc:
-            if "overloaded" in str(exc).lower():
-                raise Overloaded("the encoder queue is full; retry later or raise SEGANY_MAX_LATENCY_MS.") from exc
-            raise SegAnyError(f"the image encoder failed ({type(exc).__name__}); see the server log.") from exc
+            await asyncio.wait({batch, slot.done}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             self._staged.pop(ticket, None)
-        if slot.embedding is None:
+        if slot.done.done():
+            return slot.done.result()
+        exc = batch.exception()
+        if exc is None:
             raise SegAnyError("the image encoder returned no embedding; see the server log.")
-        return slot.embedding
+        if isinstance(exc, SegAnyError):
+            raise exc
+        if "overloaded" in str(exc).lower():
+            raise Overloaded("the encoder queue is full; retry later or raise SEGANY_MAX_LATENCY_MS.") from exc
+        raise SegAnyError(f"the image encoder failed ({type(exc).__name__}); see the server log.") from exc
 
     # --- images ----------------------------------------------------------------------------
 
@@ -181,9 +200,12 @@ class Pipeline:
         engine, _ = self._require_ready()
         entry, decoded = await self.cached_image(request, encode_batch)
         prompts = prompts_for(request, entry.embedding.original_size, self.settings)
-        prediction = await self._run(engine.predict, entry.embedding, prompts)
         rgb = await self.pixels(entry, decoded) if request.output == "overlay" else None
-        return await self._run(responses.segment_response, entry, prediction, request, rgb)
+
+        def decode_and_format() -> tuple[SegmentResponse, bytes | None]:  # one thread hop for both
+            return responses.segment_response(entry, engine.predict(entry.embedding, prompts), request, rgb)
+
+        return await self._run(decode_and_format)
 
     async def everything(self, request: EverythingRequest, encode_batch: EncodeBatch) -> tuple[EverythingResponse, bytes | None]:
         engine, _ = self._require_ready()

@@ -8,7 +8,7 @@ import numpy as np
 
 from .cache import CachedImage
 from .everything import Instance as EverythingInstance
-from .outputs import decode_rle, encode_masks, mask_areas, masks_to_bboxes_xywh, render_overlay, uncompressed_rle_to_coco
+from .outputs import decode_rle, describe_masks, encode_masks, render_overlay, uncompressed_rle_to_coco
 from .sam import Prediction
 from .schemas import (
     ArrayPayload,
@@ -38,12 +38,12 @@ def segment_response(
     height, width = entry.embedding.original_size
     results = []
     for masks, scores, logits in zip(prediction.masks, prediction.scores, prediction.low_res_logits):
-        segmentations = encode_masks(masks, request.output)
+        segmentations, boxes, areas = describe_masks(masks, request.output)
         results.append(
             PromptResult(
                 masks=[
-                    MaskResult(segmentation=seg, score=float(score), bbox=[float(v) for v in box], area=int(area))
-                    for seg, score, box, area in zip(segmentations, scores, masks_to_bboxes_xywh(masks), mask_areas(masks))
+                    MaskResult(segmentation=seg, score=float(score), bbox=[float(v) for v in box], area=area)
+                    for seg, score, box, area in zip(segmentations, scores, boxes, areas)
                 ],
                 low_res_logits=ArrayPayload.from_numpy(logits) if request.return_logits else None,
             )

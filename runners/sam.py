@@ -109,6 +109,11 @@ class SamEngine:
         self.device = device
         self.encoder_autocast = encoder_autocast
         self.transform = ResizeLongestSide(model.image_encoder.img_size)
+        # SamPredictor recomputes the decoder's dense positional encoding (a 64x64 grid of
+        # sin/cos features) on every prompt; it depends only on the grid, so compute it once.
+        with torch.inference_mode():
+            dense_pe = model.prompt_encoder.get_dense_pe()
+        model.prompt_encoder.get_dense_pe = lambda: dense_pe
 
     def prepare(self, image: np.ndarray) -> PreparedImage:
         """image: (H, W, 3) uint8 RGB -> the encoder's input, as ``SamPredictor.set_image`` makes it."""

@@ -13,7 +13,7 @@ from typing import Iterator
 import httpx
 import pytest
 
-from tests.server import ServerProcess
+from bench.server import ServerProcess
 
 pytest_plugins = ["tests.cloud_fakes"]
 
@@ -25,6 +25,8 @@ SERVER_LIMITS = {
     "SEGANY_MAX_POINTS": "16",
     "SEGANY_MAX_BOXES": "8",
     "SEGANY_MAX_POINTS_PER_SIDE": "16",
+    "SEGANY_MAX_BATCH_SIZE": "4",
+    "SEGANY_BATCH_STACKING": "stack",  # the CPU default runs batches image by image; test the stacked forward
     "SEGANY_CACHE_MB": "48",  # about ten images of ~4 MiB embeddings each
     "SEGANY_URL_TIMEOUT_S": "2",
 }

@@ -355,3 +355,17 @@ def test_overlay_rejects_mismatched_shapes() -> None:
         render_overlay(image, np.zeros((1, 12, 10), bool))
     with pytest.raises(ValueError):
         render_overlay(image[..., 0], np.zeros((1, 10, 12), bool))
+
+
+@pytest.mark.parametrize("fmt", ["rle", "png"])
+def test_describe_masks_gives_the_same_boxes_and_areas_for_every_format(fmt):
+    from runners.outputs import describe_masks
+
+    rng = np.random.default_rng(3)
+    masks = rng.random((5, 40, 60)) > 0.97
+    masks[1] = False  # empty
+    masks[2] = True  # full
+    masks[3, 10:12, 50] = True  # tiny
+    payloads, boxes, areas = describe_masks(masks, fmt)
+    np.testing.assert_array_equal(boxes, masks_to_bboxes_xywh(masks))
+    assert areas == mask_areas(masks) and len(payloads) == 5

@@ -101,3 +101,17 @@ def test_image_id_reuses_the_cached_embedding_without_the_encoder(api, predictor
     assert batches_formed(api)[0] == batches_before  # no encoder batch ran
     assert second["image_id"] == first["image_id"] == again["image_id"]
     assert second["results"] == first["results"] == again["results"]
+
+
+def test_evicted_image_id_is_a_404_that_says_to_resend(api):
+    from tests.client import b64, error
+    from tests.photos import small_photo_png
+
+    prompt = {"points": [[10, 10]], "labels": [1]}
+    first = ok(api.post("/segment", json={"image": b64(small_photo_png("truck", 97)), **prompt}))
+    for side in range(98, 110):  # SEGANY_CACHE_MB=48 holds about ten 4 MiB embeddings
+        ok(api.post("/embed", json={"image": b64(small_photo_png("truck", side))}))
+    err = error(api.post("/segment", json={"image_id": first["image_id"], **prompt}), 404, "image_not_found")
+    assert "send the image again" in err["message"]
+    # and sending it again works
+    assert ok(api.post("/segment", json={"image": b64(small_photo_png("truck", 97)), **prompt}))["image_id"] == first["image_id"]

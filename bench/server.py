@@ -1,4 +1,4 @@
-"""Start and stop the real server (``bentoml serve``) for tests."""
+"""Start and stop the real server (``bentoml serve``) as a subprocess: for tests and benchmarks."""
 
 from __future__ import annotations
 
@@ -71,3 +71,19 @@ class ServerProcess:
                 self.process.wait()
         if hasattr(self, "_log"):
             self._log.close()
+
+    def peak_rss_mb(self) -> dict[str, float]:
+        """Peak resident memory (VmHWM) of the supervisor and each of its descendants, MB."""
+        import psutil
+
+        assert self.process is not None
+        root = psutil.Process(self.process.pid)
+        peaks = {}
+        for proc in [root, *root.children(recursive=True)]:
+            try:
+                status = Path(f"/proc/{proc.pid}/status").read_text()
+            except OSError:
+                continue
+            kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+            peaks[" ".join(proc.cmdline()[1:4]) + f" [{proc.pid}]"] = kb / 1024
+        return peaks

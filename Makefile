@@ -1,0 +1,46 @@
+# segment-anywhere developer commands. `make serve` and `make test` work on a fresh machine
+# with python3 (3.10+); everything else they need is installed into .venv.
+
+PYTHON ?= python3
+VENV ?= .venv
+PORT ?= 3000
+# Optional: a PyTorch index for CPU-only wheels (much smaller than PyPI's CUDA build), e.g.
+#   make serve TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+TORCH_INDEX_URL ?=
+
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.segany-installed
+
+.PHONY: install serve test test-slow test-oci bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(if $(TORCH_INDEX_URL),$(BIN)/python -m pip install --quiet torch torchvision --index-url $(TORCH_INDEX_URL))
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Serve the tiny model on $(PORT) (offline; set SEGANY_MODEL=vit_h for the real one).
+serve: $(STAMP)
+	SEGANY_MODEL=$${SEGANY_MODEL:-tiny} $(BIN)/bentoml serve service:SegmentAnything --port $(PORT)
+
+## The CI suite (fast tests; no slow or OCI tests).
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+## vit_b-shaped equality tests (minutes on CPU).
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow
+
+## Build and run the OCI image (needs buildah, skopeo and umoci, or docker).
+test-oci: $(STAMP)
+	$(BIN)/python -m pytest -m oci
+
+## All benchmark suites; results in bench/results/, table in README.md.
+bench: $(STAMP)
+	$(BIN)/python -m bench all
+
+clean:
+	rm -rf $(VENV) .cache build dist *.egg-info

@@ -1,0 +1,71 @@
+"""Cold start and memory: process start to ``/readyz`` 200, against the floor, and peak RSS.
+
+The floor is what no server can avoid: a fresh interpreter importing the runtime (torch,
+segment_anything) and reading the checkpoint's bytes from disk (page cache warm, as on a
+restarted container of the same host; both sides see the same cache). The server's time
+includes BentoML's start, loading, and the warm-up forward that ``/readyz`` waits for.
+Peak RSS is read from the kernel (VmHWM) after one ``/segment`` request.
+"""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import sys
+import time
+
+import httpx
+
+from bench.common import CACHE, bench_env, logger, photo_bytes, random_checkpoint, write_result
+from bench.server import ServerProcess
+
+SERVERLESS_MEMORY_MB = 6144  # SageMaker Serverless' largest memory size
+
+
+def floor_s(checkpoint) -> float:
+    code = (
+        "import torch, segment_anything\n"
+        f"with open({str(checkpoint)!r}, 'rb') as f:\n"
+        "    while f.read(1 << 24): pass\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)  # warm the page cache
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True)
+    return time.perf_counter() - start
+
+
+def measure(model_type: str) -> dict:
+    checkpoint = random_checkpoint(model_type)
+    floor = floor_s(checkpoint)
+    server = ServerProcess(bench_env(model_type, checkpoint), CACHE / f"coldstart-{model_type}.log")
+    start = time.perf_counter()
+    server.start()
+    try:
+        server.wait_ready(timeout_s=3600)
+        ready_s = time.perf_counter() - start
+        with httpx.Client(base_url=server.url, timeout=3600) as client:
+            image = base64.b64encode(photo_bytes("truck")).decode()
+            client.post("/segment", json={"image": image, "points": [[500, 375]], "labels": [1]}).raise_for_status()
+        peaks = server.peak_rss_mb()
+    finally:
+        server.stop()
+    worker = max(peaks.values())
+    result = {
+        "checkpoint_mb": checkpoint.stat().st_size / 2**20,
+        "floor_s": floor,
+        "ready_s": ready_s,
+        "ready_vs_floor": ready_s / floor,
+        "peak_rss_mb_by_process": peaks,
+        "peak_rss_mb_worker": worker,
+        "peak_rss_mb_total": sum(peaks.values()),
+        "under_serverless_memory": sum(peaks.values()) < SERVERLESS_MEMORY_MB,
+    }
+    logger.info("%s: ready in %.1f s (floor %.1f s, %.2fx); peak RSS %.0f MB total, worker %.0f MB",
+                model_type, ready_s, floor, ready_s / floor, result["peak_rss_mb_total"], worker)
+    return result
+
+
+def run(model_types: tuple[str, ...] = ("tiny", "vit_b", "vit_h")) -> dict:
+    results = {model_type: measure(model_type) for model_type in model_types}
+    write_result("coldstart", {"device": "cpu", "models": results, "goals": {"peak_rss_mb_total (vit_h)": f"< {SERVERLESS_MEMORY_MB}"}})
+    return results
