@@ -19,6 +19,7 @@ def main() -> None:
     parser.add_argument("--coldstart-models", nargs="+", default=["tiny", "vit_b", "vit_h"])
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     suites = ["serve", "coldstart", "report"] if "all" in args.suites else args.suites
     if "serve" in suites:
         from bench import serve

@@ -4,6 +4,8 @@
     segany weights vit_b --random --out b.pth    # random-init, official shape (benchmarks)
     segany weights vit_h --out sam_vit_h.pth     # the official checkpoint, downloaded and verified
     segany serve --port 3000                     # bentoml serve service:SegmentAnything
+    segany entrypoint [serve]                    # the image's entrypoint: SageMaker (serve) or Cloud Run
+    segany package-model --checkpoint sam_vit_h.pth --out model.tar.gz   # SageMaker's model artifact
 """
 
 from __future__ import annotations
@@ -71,6 +73,28 @@ def serve(ctx: click.Context, port: int, host: str) -> None:
     command = [sys.executable, "-m", "bentoml", "serve", SERVICE, "--port", str(port), "--host", host,
                "--working-dir", str(working_dir), *ctx.args]
     sys.exit(subprocess.call(command, env=os.environ.copy()))
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1)
+def entrypoint(args: tuple[str, ...]) -> None:
+    """The container entrypoint: `serve` for SageMaker, no argument for Cloud Run."""
+    from deploy.entrypoint import run
+
+    _run(lambda: run(args))
+
+
+@main.command("package-model")
+@click.option("--checkpoint", required=True, help="Local path, https://, s3:// or gs:// URI of the SAM checkpoint.")
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=Path("model.tar.gz"), show_default=True)
+@click.option("--model-type", type=click.Choice(["tiny", "vit_b", "vit_l", "vit_h"]), default=None,
+              help="Checked against the weights; default: read off them.")
+def package_model(checkpoint: str, out: Path, model_type: str | None) -> None:
+    """Write model.tar.gz as SageMaker expects it (extracted into /opt/ml/model)."""
+    from deploy.aws.model_artifact import package_model as package
+
+    _run(lambda: package(checkpoint, out, model_type))
+    logger.info("wrote %s (%.1f MB); upload it to S3 and give its URI as the model's ModelDataUrl", out, out.stat().st_size / 1e6)
 
 
 def _run(action):  # type: ignore[no-untyped-def]

@@ -87,7 +87,7 @@ class RequestEdge:
             return await error_response(exc)(scope, receive, send)
         headers = [(k, v) for k, v in scope["headers"] if k not in (b"content-type", b"content-length")]
         headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await self.app({**scope, "headers": headers}, _replay(body, receive), send)
+        await self.app({**scope, "headers": headers}, replay(body, receive), send)
 
     async def _json_body(self, scope: dict[str, Any], receive: Any) -> bytes:
         headers = Headers(scope=scope)
@@ -95,7 +95,7 @@ class RequestEdge:
         if declared.isdigit() and int(declared) > self.max_body_bytes:
             raise self._too_large()
         media_type = headers.get("content-type", "application/json").split(";")[0].strip().lower()
-        limited = _LimitedReceive(receive, self.max_body_bytes, self._too_large)
+        limited = LimitedReceive(receive, self.max_body_bytes, self._too_large)
         if media_type in ("application/json", ""):
             return await limited.read_all()
         if media_type == "multipart/form-data":
@@ -145,7 +145,7 @@ def _decode_fields(pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
     return fields
 
 
-class _LimitedReceive:
+class LimitedReceive:
     """An ASGI receive that refuses bodies over ``limit`` bytes, whatever the headers said."""
 
     def __init__(self, receive: Any, limit: int, error: Callable[[], SegAnyError]) -> None:
@@ -170,7 +170,7 @@ class _LimitedReceive:
                 return b"".join(chunks)
 
 
-def _replay(body: bytes, receive: Any) -> Callable[[], Awaitable[dict[str, Any]]]:
+def replay(body: bytes, receive: Any) -> Callable[[], Awaitable[dict[str, Any]]]:
     """Deliver ``body`` once, then pass through (so a real disconnect is still seen)."""
     sent = False
 

@@ -150,12 +150,24 @@ def write_checkpoint(spec: ModelSpec, path: Path, seed: int = TINY_SEED) -> Path
     return path
 
 
-def load_sam(spec: ModelSpec, checkpoint: Path, device: "torch.device") -> "Sam":
-    """Build ``spec`` and load ``checkpoint`` into it without a second copy of the weights.
+def spec_of(state_dict: "dict[str, torch.Tensor]") -> ModelSpec | None:
+    """The registered model whose shape the weights have (image encoder width and depth)."""
+    patch = state_dict.get("image_encoder.patch_embed.proj.weight")
+    if patch is None:
+        return None
+    depth = len({key.split(".")[2] for key in state_dict if key.startswith("image_encoder.blocks.")})
+    return next(
+        (spec for spec in MODEL_SPECS.values() if (spec.encoder_embed_dim, spec.encoder_depth) == (patch.shape[0], depth)),
+        None,
+    )
 
-    The file is memory-mapped and its tensors are assigned to the module (CPU), or
-    copied once to the GPU. A checkpoint of another shape raises CheckpointError that
-    names the model type to set.
+
+def load_sam(spec: ModelSpec | None, checkpoint: Path, device: "torch.device") -> "Sam":
+    """Build SAM and load ``checkpoint`` into it without a second copy of the weights.
+
+    ``spec`` None means: the registered model whose shape the checkpoint has. The file is
+    memory-mapped and its tensors are assigned to the module (CPU), or copied once to the
+    GPU. A checkpoint of another shape raises CheckpointError naming the model type to set.
     """
     import torch
 
@@ -170,6 +182,13 @@ def load_sam(spec: ModelSpec, checkpoint: Path, device: "torch.device") -> "Sam"
         ) from exc
     if isinstance(state_dict, dict) and "model" in state_dict and isinstance(state_dict["model"], dict):
         state_dict = state_dict["model"]  # some fine-tuning scripts wrap the weights
+    if spec is None:
+        spec = spec_of(state_dict) if isinstance(state_dict, dict) else None
+        if spec is None:
+            raise CheckpointError(
+                f"{checkpoint} has no SAM image encoder of a known shape; set SEGANY_MODEL (vit_h, vit_l, vit_b, tiny) "
+                "or check that the file is a SAM checkpoint."
+            )
     sam = build_sam(spec, device="meta")
     try:
         sam.load_state_dict(state_dict, strict=True, assign=True)
@@ -184,4 +203,5 @@ def load_sam(spec: ModelSpec, checkpoint: Path, device: "torch.device") -> "Sam"
     meta = [name for name, t in list(sam.named_parameters()) + list(sam.named_buffers()) if t.is_meta]
     if meta:
         raise CheckpointError(f"{checkpoint} lacks tensors {meta[:3]}...; it is not a complete SAM checkpoint.")
+    sam.segany_model_type = spec.name  # which registered shape this is, for callers that asked for any
     return sam.to(device).eval()

@@ -72,13 +72,15 @@ class Pipeline:
     def load(self) -> None:
         """Resolve and load the checkpoint, then warm up. Blocking; raises SegAnyError."""
         settings = self.settings
-        spec = get_spec(settings.model_type)
+        requested = get_spec(settings.model_type) if settings.model_type else None
         device = select_device(settings.device)
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
-        checkpoint = resolve_checkpoint(settings, spec)
-        logger.info("loading %s from %s on %s", spec.name, checkpoint.path, device)
-        model = load_sam(spec, checkpoint.path, device)
+        checkpoint = resolve_checkpoint(settings, requested or get_spec("vit_h"))
+        logger.info("loading %s from %s on %s", settings.model_type or "SAM", checkpoint.path, device)
+        model = load_sam(requested, checkpoint.path, device)
+        spec = get_spec(model.segany_model_type)
+        self.model_name = spec.name
         autocast = autocast_dtype(settings.precision, device)
         engine = SamEngine(model, device, autocast)
         self.stack_batches = settings.batch_stacking == "stack" or (

@@ -33,8 +33,9 @@ def _default_cache_dir(env: Mapping[str, str]) -> Path:
 class Settings:
     """Runtime configuration. Field docs name the variable that sets each one."""
 
-    # SEGANY_MODEL: which SAM architecture to build (vit_h, vit_l, vit_b, tiny).
-    model_type: str = "vit_h"
+    # SEGANY_MODEL: which SAM architecture to build (vit_h, vit_l, vit_b, tiny); None = read it
+    # off the checkpoint's shapes (and download vit_h when no checkpoint is given).
+    model_type: str | None = None
     # SEGANY_CHECKPOINT: path, http(s) URL, s3:// or gs:// URI; None = SageMaker model dir,
     # then the official download (or, for tiny, the deterministic checkpoint).
     checkpoint: str | None = None
@@ -96,7 +97,7 @@ class Settings:
         env = os.environ if env is None else env
         read = _Reader(env)
         settings = cls(
-            model_type=read.choice("SEGANY_MODEL", MODEL_TYPES, cls.model_type),
+            model_type=read.choice("SEGANY_MODEL", MODEL_TYPES, None),
             checkpoint=read.text("SEGANY_CHECKPOINT"),
             checkpoint_sha256=read.sha256("SEGANY_CHECKPOINT_SHA256"),
             cache_dir=Path(read.text("SEGANY_CACHE_DIR") or _default_cache_dir(env)),
@@ -133,8 +134,11 @@ class _Reader:
         value = self.env.get(name, "").strip()
         return value or None
 
-    def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
-        value = (self.text(name) or default).lower()
+    def choice(self, name: str, choices: tuple[str, ...], default: str | None) -> str | None:
+        raw = self.text(name) or default
+        if raw is None:
+            return None
+        value = raw.lower()
         if value not in choices:
             raise ConfigError(f"{name}={value!r} is not one of {', '.join(choices)}; for example {name}={choices[0]}.")
         return value

@@ -83,3 +83,31 @@ def test_unknown_model_type():
 
     with pytest.raises(ConfigError, match="vit_h"):
         get_spec("vit_x")
+
+
+def test_the_model_type_is_read_off_the_checkpoint(tiny_checkpoint, tmp_path):
+    from runners.models import spec_of, write_checkpoint
+
+    model = load_sam(None, tiny_checkpoint, torch.device("cpu"))
+    assert model.segany_model_type == "tiny"
+    state = torch.load(tiny_checkpoint, mmap=True, weights_only=True)
+    assert spec_of(state).name == "tiny"
+    vit_b_shapes = {k: torch.empty(v.shape, device="meta") for k, v in build_sam(MODEL_SPECS["vit_b"], device="meta").state_dict().items()}
+    assert spec_of(vit_b_shapes).name == "vit_b"
+    assert spec_of({"something": torch.zeros(1)}) is None
+    odd = tmp_path / "odd.pth"
+    torch.save({"image_encoder.patch_embed.proj.weight": torch.zeros(5, 3, 16, 16)}, odd)
+    with pytest.raises(CheckpointError, match="SEGANY_MODEL"):
+        load_sam(None, odd, torch.device("cpu"))
+
+
+def test_lean_attention_gives_the_same_embedding_bit_for_bit(tiny_checkpoint, reference_model, monkeypatch):
+    from runners import attention
+    from runners.attention import use_lean_attention
+
+    monkeypatch.setattr(attention, "SCORE_BUDGET_BYTES", 1)  # one head at a time: 4 chunks here
+    lean = load_sam(get_spec("tiny"), tiny_checkpoint, torch.device("cpu"))
+    assert use_lean_attention(lean.image_encoder) == 1  # tiny has one global-attention block
+    x = torch.randn(2, 3, 1024, 1024, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        assert torch.equal(lean.image_encoder(x), reference_model.image_encoder(x))

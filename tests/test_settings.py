@@ -8,7 +8,7 @@ from runners.settings import Settings
 
 def test_defaults_without_environment():
     settings = Settings.from_env({})
-    assert settings.model_type == "vit_h"
+    assert settings.model_type is None  # read off the checkpoint; vit_h when downloading
     assert settings.checkpoint is None
     assert settings.url_schemes == ("https", "s3", "gs")
     assert settings.url_allow_hosts == ()
