@@ -10,6 +10,8 @@ returned as ``image_id``. Settings: ``SEGANY_*`` variables, see runners/settings
 
 from __future__ import annotations
 
+import logging
+
 import bentoml
 from starlette.responses import Response
 
@@ -27,6 +29,8 @@ from runners.settings import Settings
 
 SETTINGS = Settings.from_env()  # a bad SEGANY_* value stops `bentoml serve` here, before it binds
 install_exit_hook()
+for _name in ("runners", "deploy"):  # BentoML's root logger keeps WARNING; ours report progress at INFO
+    logging.getLogger(_name).setLevel(logging.INFO)
 
 
 def _png_or_json(ctx: bentoml.Context, response: object, png: bytes | None) -> object:

@@ -23,8 +23,8 @@ def free_port() -> int:
 class ServerProcess:
     """``bentoml serve service:SegmentAnything`` on a free port, logging to ``log_path``."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, command: list[str] | None = None) -> None:
-        self.port = free_port()
+    def __init__(self, env: dict[str, str], log_path: Path, command: list[str] | None = None, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self.env = {**os.environ, **env}

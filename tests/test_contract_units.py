@@ -1,0 +1,77 @@
+"""The container contracts' parsing and configuration, without a server."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from deploy.aws.contract import parse_custom_attributes, route_for
+from deploy.entrypoint import ContainerConfig, platform_for, serve_command
+from deploy.gcp.contract import CloudLoggingFormatter, _trace, parse_trace
+from deploy.limits import SAGEMAKER
+from runners.errors import ConfigError, InputError
+
+
+def test_custom_attributes():
+    assert parse_custom_attributes("task=everything; output=rle;points_per_side=16") == {
+        "task": "everything", "output": "rle", "points_per_side": "16"}
+    assert parse_custom_attributes("") == {}
+    with pytest.raises(InputError, match="key=value"):
+        parse_custom_attributes("task")
+
+
+@pytest.mark.parametrize(
+    "task, fields, route",
+    [("segment", {}, "/segment"), ("everything", {}, "/segment_everything"), ("embed", {}, "/embed"),
+     (None, {"points": [[1, 2]]}, "/segment"), (None, {"boxes": [[1, 2, 3, 4]]}, "/segment"), (None, {}, "/segment_everything")],
+)
+def test_routes(task, fields, route):
+    assert route_for(task, fields) == route
+
+
+def test_unknown_task():
+    with pytest.raises(InputError) as caught:
+        route_for("classify", {})
+    assert caught.value.field == "task" and "segment" in caught.value.message
+
+
+def test_platform_from_arguments():
+    assert platform_for(["serve"]) == "sagemaker" and platform_for([]) == "cloudrun"
+    with pytest.raises(ConfigError, match="serve"):
+        platform_for(["train"])
+
+
+def test_container_config_reads_the_platform_variables():
+    sm = ContainerConfig.from_env("sagemaker", {"SAGEMAKER_BIND_TO_PORT": "9090", "SEGANY_SAGEMAKER_MODE": "async"})
+    assert (sm.port, sm.host, sm.sagemaker_mode, sm.json_logs) == (9090, "0.0.0.0", "async", False)
+    assert ContainerConfig.from_env("sagemaker", {"PORT": "1234"}).port == 8080  # PORT is Cloud Run's
+    cr = ContainerConfig.from_env("cloudrun", {"PORT": "8081", "K_SERVICE": "sam", "GOOGLE_CLOUD_PROJECT": "p"})
+    assert (cr.port, cr.json_logs, cr.gcp_project, cr.shutdown_grace_s) == (8081, True, "p", 10)
+    assert "--timeout-graceful-shutdown" in serve_command(cr) and "0.0.0.0" in serve_command(cr)
+    with pytest.raises(ConfigError, match="PORT"):
+        ContainerConfig.from_env("cloudrun", {"PORT": "eighty"})
+    with pytest.raises(ConfigError, match="SEGANY_SAGEMAKER_MODE"):
+        ContainerConfig.from_env("sagemaker", {"SEGANY_SAGEMAKER_MODE": "fast"})
+    assert set(SAGEMAKER) == {"realtime", "serverless", "async", "batch"}
+
+
+def test_trace_headers():
+    assert parse_trace({b"x-cloud-trace-context": b"105445AA7843BC8BF206B12000100000/123;o=1"}) == (
+        "105445aa7843bc8bf206b12000100000", "123")
+    assert parse_trace({b"traceparent": b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}) == (
+        "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331")
+    assert parse_trace({b"x-cloud-trace-context": b"nonsense"}) is None
+
+
+def test_cloud_logging_formatter():
+    record = logging.LogRecord("runners.pipeline", logging.WARNING, __file__, 1, "hello %s", ("world",), None)
+    token = _trace.set(("abc", "7"))
+    try:
+        entry = json.loads(CloudLoggingFormatter("proj").format(record))
+    finally:
+        _trace.reset(token)
+    assert entry["severity"] == "WARNING" and entry["message"] == "hello world"
+    assert entry["logging.googleapis.com/trace"] == "projects/proj/traces/abc"
+    assert entry["logging.googleapis.com/spanId"] == "7" and entry["time"].endswith("Z")
