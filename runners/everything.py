@@ -1,10 +1,17 @@
 """Segment-everything: ``SamAutomaticMaskGenerator`` fed from our encoder path.
 
 The generator's own algorithm (point grid, crops, batched decoding, stability scores,
-NMS, small-region cleanup) is reused unchanged; only ``set_image`` is redirected, so the
-full image's embedding comes from the embedding cache and crop embeddings go through
-the batched encoder. Instances are returned as uncompressed RLE, so even thousands of
-masks never sit in memory as full-size arrays at once.
+NMS, small-region cleanup) is reused; two things change, neither changing a result:
+
+- ``set_image`` is redirected, so the full image's embedding comes from the embedding
+  cache and crop embeddings go through the batched encoder;
+- each batch is filtered by predicted IoU on the decoder's low-resolution output, before
+  upsampling, and only the survivors are upsampled to full size (a few at a time). The
+  original upsamples every mask of the batch (3 per point) and then drops most of them;
+  upsampling is per mask, so a survivor's full-size logits are the same either way.
+
+Instances are returned as uncompressed RLE, so even thousands of masks never sit in
+memory as full-size arrays at once.
 """
 
 from __future__ import annotations
@@ -13,7 +20,16 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
+import torch
 from segment_anything import SamAutomaticMaskGenerator, SamPredictor
+from segment_anything.utils.amg import (
+    MaskData,
+    batched_mask_to_box,
+    calculate_stability_score,
+    is_box_near_crop_edge,
+    mask_to_rle_pytorch,
+    uncrop_masks,
+)
 
 from .sam import ImageEmbedding, SamEngine
 
@@ -55,6 +71,59 @@ class _CachedImagePredictor(SamPredictor):
         self.is_image_set = True
 
 
+class _FilterFirstGenerator(SamAutomaticMaskGenerator):
+    """SamAutomaticMaskGenerator whose batches are filtered before upsampling."""
+
+    UPSAMPLE_CHUNK = 16  # full-size float masks alive at once (16 x 2 MP x 4 B = 128 MB)
+
+    def _process_batch(self, points: np.ndarray, im_size: tuple[int, ...], crop_box: list[int],
+                       orig_size: tuple[int, ...]) -> MaskData:
+        model, predictor = self.predictor.model, self.predictor
+        orig_h, orig_w = orig_size
+        in_points = torch.as_tensor(predictor.transform.apply_coords(points, im_size), device=predictor.device)
+        in_labels = torch.ones(in_points.shape[0], dtype=torch.int, device=in_points.device)
+        # predict_torch's decoder step, without its upsampling
+        sparse, dense = model.prompt_encoder(points=(in_points[:, None, :], in_labels[:, None]), boxes=None, masks=None)
+        low_res, iou_preds = model.mask_decoder(
+            image_embeddings=predictor.features,
+            image_pe=model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=True,
+        )
+        data = MaskData(
+            low_res=low_res.flatten(0, 1),
+            iou_preds=iou_preds.flatten(0, 1),
+            points=torch.as_tensor(points.repeat(low_res.shape[1], axis=0)),
+        )
+        if self.pred_iou_thresh > 0.0:
+            data.filter(data["iou_preds"] > self.pred_iou_thresh)
+        kept = MaskData()
+        for start in range(0, len(data["iou_preds"]), self.UPSAMPLE_CHUNK):
+            part = slice(start, start + self.UPSAMPLE_CHUNK)
+            chunk = MaskData(iou_preds=data["iou_preds"][part], points=data["points"][part])
+            chunk["masks"] = model.postprocess_masks(data["low_res"][part][:, None], predictor.input_size, predictor.original_size)[:, 0]
+            kept.cat(self._finish(chunk, crop_box, orig_h, orig_w))
+        return kept
+
+    def _finish(self, data: MaskData, crop_box: list[int], orig_h: int, orig_w: int) -> MaskData:
+        """The rest of SamAutomaticMaskGenerator._process_batch, on full-size logits."""
+        data["stability_score"] = calculate_stability_score(
+            data["masks"], self.predictor.model.mask_threshold, self.stability_score_offset
+        )
+        if self.stability_score_thresh > 0.0:
+            data.filter(data["stability_score"] >= self.stability_score_thresh)
+        data["masks"] = data["masks"] > self.predictor.model.mask_threshold
+        data["boxes"] = batched_mask_to_box(data["masks"])
+        keep = ~is_box_near_crop_edge(data["boxes"], crop_box, [0, 0, orig_w, orig_h])
+        if not torch.all(keep):
+            data.filter(keep)
+        data["masks"] = uncrop_masks(data["masks"], crop_box, orig_h, orig_w)
+        data["rles"] = mask_to_rle_pytorch(data["masks"])
+        del data["masks"]
+        return data
+
+
 def segment_everything(
     engine: SamEngine,
     image: np.ndarray,
@@ -67,7 +136,7 @@ def segment_everything(
     ``generator_kwargs`` are ``SamAutomaticMaskGenerator``'s parameters; results equal its
     ``generate(image)`` on the same weights (same order, same masks).
     """
-    generator = SamAutomaticMaskGenerator(engine.model, output_mode="uncompressed_rle", **generator_kwargs)
+    generator = _FilterFirstGenerator(engine.model, output_mode="uncompressed_rle", **generator_kwargs)
     generator.predictor = _CachedImagePredictor(engine, embedding, embed_crop)
     return [
         Instance(

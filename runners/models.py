@@ -12,15 +12,16 @@ them (``load_state_dict(assign=True)``), so weights are held once, straight from
 
 from __future__ import annotations
 
+import io
 import logging
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # torch is imported lazily: the CLI and settings must start fast
-    import torch
-    from segment_anything.modeling import Sam
+import torch
+from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+from .errors import CheckpointError, ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -71,20 +72,15 @@ OFFICIAL_DIGESTS = {spec.checkpoint_url: spec.sha256 for spec in MODEL_SPECS.val
 
 
 def get_spec(name: str) -> ModelSpec:
-    from .errors import ConfigError
-
     try:
         return MODEL_SPECS[name]
     except KeyError:
         raise ConfigError(f"unknown model type {name!r}; choose one of {', '.join(MODEL_SPECS)}.") from None
 
 
-def build_sam(spec: ModelSpec, device: "torch.device | str | None" = None) -> "Sam":
+def build_sam(spec: ModelSpec, device: torch.device | str | None = None) -> Sam:
     """Build an uninitialised-or-random SAM of ``spec``'s shape, exactly as
     ``segment_anything.build_sam`` does for the official variants."""
-    import torch
-    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
-
     embedding_size = IMAGE_SIZE // PATCH_SIZE
     with torch.device(device or "cpu"):
         sam = Sam(
@@ -121,11 +117,9 @@ def build_sam(spec: ModelSpec, device: "torch.device | str | None" = None) -> "S
     return sam.eval()
 
 
-def random_state_dict(spec: ModelSpec, seed: int = TINY_SEED) -> "dict[str, torch.Tensor]":
+def random_state_dict(spec: ModelSpec, seed: int = TINY_SEED) -> dict[str, torch.Tensor]:
     """Deterministic random-init weights of ``spec``'s shape (tiny's weights; benchmarks'
     vit_b/vit_h-shaped models)."""
-    import torch
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return build_sam(spec).state_dict()
@@ -137,10 +131,6 @@ def write_checkpoint(spec: ModelSpec, path: Path, seed: int = TINY_SEED) -> Path
     The bytes depend only on the weights (saved through a buffer, so the archive's
     internal name does not follow the file name): the same seed gives the same sha256.
     """
-    import io
-
-    import torch
-
     buffer = io.BytesIO()
     torch.save(random_state_dict(spec, seed), buffer)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -150,7 +140,7 @@ def write_checkpoint(spec: ModelSpec, path: Path, seed: int = TINY_SEED) -> Path
     return path
 
 
-def spec_of(state_dict: "dict[str, torch.Tensor]") -> ModelSpec | None:
+def spec_of(state_dict: dict[str, torch.Tensor]) -> ModelSpec | None:
     """The registered model whose shape the weights have (image encoder width and depth)."""
     patch = state_dict.get("image_encoder.patch_embed.proj.weight")
     if patch is None:
@@ -162,17 +152,24 @@ def spec_of(state_dict: "dict[str, torch.Tensor]") -> ModelSpec | None:
     )
 
 
-def load_sam(spec: ModelSpec | None, checkpoint: Path, device: "torch.device") -> "Sam":
+class EncoderElsewhere(torch.nn.Module):
+    """Stands in for the image encoder when another runtime holds its weights; SAM's
+    predictor code only reads its ``img_size``."""
+
+    img_size = IMAGE_SIZE
+
+    def forward(self, x):  # type: ignore[no-untyped-def]
+        raise RuntimeError("this model's image encoder runs in another runtime (runners.encoders)")
+
+
+def load_sam(spec: ModelSpec | None, checkpoint: Path, device: torch.device, *, with_encoder: bool = True) -> Sam:
     """Build SAM and load ``checkpoint`` into it without a second copy of the weights.
 
     ``spec`` None means: the registered model whose shape the checkpoint has. The file is
     memory-mapped and its tensors are assigned to the module (CPU), or copied once to the
     GPU. A checkpoint of another shape raises CheckpointError naming the model type to set.
+    ``with_encoder=False`` leaves the image encoder's weights unread (another runtime runs it).
     """
-    import torch
-
-    from .errors import CheckpointError
-
     try:
         state_dict = torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=True)
     except Exception as exc:  # pickle errors, truncated zip, not a torch file
@@ -190,6 +187,9 @@ def load_sam(spec: ModelSpec | None, checkpoint: Path, device: "torch.device") -
                 "or check that the file is a SAM checkpoint."
             )
     sam = build_sam(spec, device="meta")
+    if not with_encoder:
+        sam.image_encoder = EncoderElsewhere()
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith("image_encoder.")}
     try:
         sam.load_state_dict(state_dict, strict=True, assign=True)
     except RuntimeError as exc:

@@ -25,6 +25,7 @@ import torch
 from . import responses
 from .cache import CachedImage, EmbeddingCache
 from .checkpoints import resolve_checkpoint
+from .encoders import Encoder, OpenVINOEncoder, TorchEncoder, choose_backend, converted_encoder
 from .errors import ImageNotFound, NotReady, Overloaded, PromptError, SegAnyError
 from .everything import segment_everything
 from .inputs import ImageLimits, check_image_id, decode_base64, decode_image, image_id_of
@@ -77,22 +78,28 @@ class Pipeline:
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
         checkpoint = resolve_checkpoint(settings, requested or get_spec("vit_h"))
-        logger.info("loading %s from %s on %s", settings.model_type or "SAM", checkpoint.path, device)
-        model = load_sam(requested, checkpoint.path, device)
+        backend = choose_backend(settings.encoder, device)
+        logger.info("loading %s from %s on %s (%s encoder)", settings.model_type or "SAM", checkpoint.path, device, backend)
+        model = load_sam(requested, checkpoint.path, device, with_encoder=backend == "torch")
         spec = get_spec(model.segany_model_type)
         self.model_name = spec.name
         autocast = autocast_dtype(settings.precision, device)
-        engine = SamEngine(model, device, autocast)
+        if backend == "openvino":
+            converted = converted_encoder(settings.cache_dir, checkpoint.path, checkpoint.sha256, spec.name)
+            encoder: Encoder = OpenVINOEncoder(converted, "bf16" if autocast == torch.bfloat16 else "fp32", settings.torch_threads)
+        else:
+            encoder = TorchEncoder(model.image_encoder, device, autocast)
+        engine = SamEngine(model, device, encoder)
         self.stack_batches = settings.batch_stacking == "stack" or (
             settings.batch_stacking == "auto" and device.type == "cuda"
         )
         digest = checkpoint.sha256[:12] if checkpoint.sha256 else "unverified"
-        self.cache = EmbeddingCache(settings.embedding_cache_bytes, f"{spec.name}:{digest}:{autocast}")
-        if settings.warmup:
-            engine.warm_up()
+        self.cache = EmbeddingCache(settings.embedding_cache_bytes, f"{spec.name}:{digest}:{backend}:{autocast}")
+        if settings.warmup != "off":
+            engine.warm_up(encoder=settings.warmup == "full")
         self.engine = engine
         self._ready.set()
-        logger.info("model %s ready (%s, encoder autocast %s)", spec.name, device, autocast)
+        logger.info("model %s ready (%s, %s encoder, precision %s)", spec.name, device, backend, autocast or "fp32")
 
     def start_loading(self) -> threading.Thread:
         """Load in a background thread; a failure ends the process with a non-zero status."""

@@ -18,6 +18,7 @@ from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 
 from .attention import use_lean_attention
+from .encoders import Encoder, TorchEncoder
 from .errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -105,10 +106,11 @@ class SamEngine:
     called by one batching thread at a time.
     """
 
-    def __init__(self, model: Sam, device: torch.device, encoder_autocast: torch.dtype | None = None) -> None:
+    def __init__(self, model: Sam, device: torch.device, encoder: Encoder | None = None) -> None:
+        """``encoder`` runs the image encoder (default: the model's own, in torch)."""
         self.model = model
         self.device = device
-        self.encoder_autocast = encoder_autocast
+        self.encoder = encoder or TorchEncoder(model.image_encoder, device, None)
         self.transform = ResizeLongestSide(model.image_encoder.img_size)
         # SamPredictor recomputes the decoder's dense positional encoding (a 64x64 grid of
         # sin/cos features) on every prompt; it depends only on the grid, so compute it once.
@@ -116,7 +118,7 @@ class SamEngine:
             dense_pe = model.prompt_encoder.get_dense_pe()
         model.prompt_encoder.get_dense_pe = lambda: dense_pe
         # Global attention a few heads at a time: same numbers, a fraction of the memory.
-        use_lean_attention(model.image_encoder)
+        use_lean_attention(model.image_encoder)  # (a no-op when another runtime holds the encoder)
 
     def prepare(self, image: np.ndarray) -> PreparedImage:
         """image: (H, W, 3) uint8 RGB -> the encoder's input, as ``SamPredictor.set_image`` makes it."""
@@ -128,11 +130,7 @@ class SamEngine:
 
     def encode(self, batch: torch.Tensor) -> torch.Tensor:
         """batch: (B, 3, 1024, 1024) from ``prepare`` -> features (B, 256, 64, 64) float32."""
-        with torch.inference_mode():
-            if self.encoder_autocast is None:
-                return self.model.image_encoder(batch)
-            with torch.autocast(self.device.type, dtype=self.encoder_autocast):
-                return self.model.image_encoder(batch).float()
+        return self.encoder(batch)
 
     def embed(self, prepared: list[PreparedImage]) -> list[ImageEmbedding]:
         """Encode several prepared images in one forward."""
@@ -174,10 +172,15 @@ class SamEngine:
         masks, scores, logits = predictor.predict_torch(coords, labels, boxes, mask, prompts.multimask)
         return Prediction(masks.cpu().numpy(), scores.float().cpu().numpy(), logits.float().cpu().numpy())
 
-    def warm_up(self) -> None:
-        """One encoder and one decoder forward on a synthetic image."""
-        image = np.zeros((64, 64, 3), dtype=np.uint8)
-        embedding = self.embed([self.prepare(image)])[0]
+    def warm_up(self, encoder: bool = True) -> None:
+        """One decoder forward on a synthetic image, after one encoder forward (``encoder``)
+        or on a zero embedding."""
+        prepared = self.prepare(np.zeros((64, 64, 3), dtype=np.uint8))
+        if encoder:
+            embedding = self.embed([prepared])[0]
+        else:
+            features = torch.zeros((1, self.model.prompt_encoder.embed_dim, 64, 64), device=self.device)
+            embedding = ImageEmbedding(features, prepared.original_size, prepared.input_size)
         self.predict(embedding, Prompts(points=np.array([[32.0, 32.0]]), labels=np.array([1]), multimask=True))
 
 

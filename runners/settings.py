@@ -18,6 +18,8 @@ MODEL_TYPES = ("vit_h", "vit_l", "vit_b", "tiny")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 BATCH_STACKING = ("auto", "stack", "sequential")
+ENCODERS = ("auto", "torch", "openvino")
+WARMUPS = ("full", "decoder", "off")
 URL_SCHEMES = ("https", "http", "s3", "gs")
 SAGEMAKER_MODEL_DIR = "/opt/ml/model"
 
@@ -49,6 +51,8 @@ class Settings:
     device: str = "auto"
     # SEGANY_PRECISION: encoder precision; auto = fp32 on CPU, bf16 autocast on CUDA.
     precision: str = "auto"
+    # SEGANY_ENCODER: image-encoder backend; auto = OpenVINO on CPU when installed, else torch.
+    encoder: str = "auto"
     # SEGANY_TORCH_THREADS: intra-op threads for torch; 0 = torch's default (all cores).
     torch_threads: int = 0
     # SEGANY_CACHE_MB: bound of the image-embedding cache, in MiB.
@@ -81,8 +85,9 @@ class Settings:
     url_allow_hosts: tuple[str, ...] = ()
     # SEGANY_URL_TIMEOUT_S: total time for one image_url download.
     url_timeout_s: float = 15.0
-    # SEGANY_WARMUP: run one encoder+decoder forward before reporting ready.
-    warmup: bool = True
+    # SEGANY_WARMUP: before reporting ready, "full" runs one encoder and one decoder forward,
+    # "decoder" only a decoder forward (the encoder is compiled/loaded but not run), "off" none.
+    warmup: str = "full"
 
     @property
     def max_body_bytes(self) -> int:
@@ -104,6 +109,7 @@ class Settings:
             sagemaker_model_dir=Path(read.text("SM_MODEL_DIR") or SAGEMAKER_MODEL_DIR),
             device=read.choice("SEGANY_DEVICE", DEVICES, cls.device),
             precision=read.choice("SEGANY_PRECISION", PRECISIONS, cls.precision),
+            encoder=read.choice("SEGANY_ENCODER", ENCODERS, cls.encoder),
             torch_threads=read.number("SEGANY_TORCH_THREADS", int, cls.torch_threads, minimum=0),
             embedding_cache_mb=read.number("SEGANY_CACHE_MB", float, cls.embedding_cache_mb, minimum=0),
             max_batch_size=read.number("SEGANY_MAX_BATCH_SIZE", int, cls.max_batch_size, minimum=2),
@@ -119,7 +125,7 @@ class Settings:
             url_schemes=read.items("SEGANY_URL_SCHEMES", cls.url_schemes, allowed=URL_SCHEMES),
             url_allow_hosts=read.items("SEGANY_URL_ALLOW_HOSTS", cls.url_allow_hosts),
             url_timeout_s=read.number("SEGANY_URL_TIMEOUT_S", float, cls.url_timeout_s, minimum=0.001),
-            warmup=read.flag("SEGANY_WARMUP", cls.warmup),
+            warmup=read.warmup("SEGANY_WARMUP", cls.warmup),
         )
         return settings
 
@@ -155,15 +161,13 @@ class _Reader:
             raise ConfigError(f"{name}={raw!r} must be at least {minimum}; for example {name}={default}.")
         return value
 
-    def flag(self, name: str, default: bool) -> bool:
-        raw = self.text(name)
-        if raw is None:
-            return default
-        if raw.lower() in ("1", "true", "yes", "on"):
-            return True
-        if raw.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(f"{name}={raw!r} is not a boolean; use {name}=1 or {name}=0.")
+    def warmup(self, name: str, default: str) -> str:
+        raw = (self.text(name) or default).lower()
+        aliases = {"1": "full", "true": "full", "on": "full", "0": "off", "false": "off", "no": "off"}
+        value = aliases.get(raw, raw)
+        if value not in WARMUPS:
+            raise ConfigError(f"{name}={raw!r} is not one of {', '.join(WARMUPS)}; for example {name}=full.")
+        return value
 
     def items(self, name: str, default: tuple[str, ...], allowed: tuple[str, ...] | None = None) -> tuple[str, ...]:
         raw = self.env.get(name)

@@ -53,6 +53,7 @@ def server_env(tiny_checkpoint: Path, cache_dir: Path, moto_endpoint: str, gcs_e
         "SEGANY_CHECKPOINT": str(tiny_checkpoint),
         "SEGANY_CACHE_DIR": str(cache_dir),
         "SEGANY_DEVICE": "cpu",
+        "SEGANY_ENCODER": "torch",  # the reference path, compared bit for bit; tests/test_openvino.py covers the default
         "SEGANY_URL_SCHEMES": "https,http,s3,gs",
         "SEGANY_URL_ALLOW_HOSTS": "127.0.0.1",
         "AWS_ENDPOINT_URL": moto_endpoint,

@@ -41,6 +41,8 @@ def assert_instances_equal(instances: list[dict], reference: list[dict]) -> None
         ("dog", {"points_per_side": 5, **OPEN}),
         ("groceries", {"points_per_side": 4, "points_per_batch": 5, **OPEN, "min_mask_region_area": 100}),
         ("truck", {"points_per_side": 4, "crop_n_layers": 1, **OPEN}),  # crops go through the batched encoder
+        # a positive IoU threshold: our generator filters before upsampling, SAM's after
+        ("dog", {"points_per_side": 6, **OPEN, "pred_iou_thresh": 0.02}),
     ],
 )
 def test_segment_everything_equals_the_automatic_mask_generator(api, reference_model, name, params):

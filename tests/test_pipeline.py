@@ -16,7 +16,7 @@ from tests.photos import photo_rgb
 
 def make_pipeline(tmp_path, tiny_checkpoint, stacking: str) -> Pipeline:
     settings = Settings(model_type="tiny", checkpoint=str(tiny_checkpoint), cache_dir=tmp_path,
-                        device="cpu", batch_stacking=stacking, warmup=False)
+                        device="cpu", encoder="torch", batch_stacking=stacking, warmup="off")
     pipeline = Pipeline(settings)
     pipeline.load()
     return pipeline

@@ -46,7 +46,7 @@ def test_every_variable_is_read():
     assert (s.max_image_pixels, s.max_image_side, s.max_points, s.max_boxes) == (100, 50, 3, 2)
     assert s.url_schemes == ("https", "http")
     assert s.url_allow_hosts == ("127.0.0.1", "example.com")
-    assert (s.url_timeout_s, s.warmup) == (0.5, False)
+    assert (s.url_timeout_s, s.warmup) == (0.5, "off")
 
 
 @pytest.mark.parametrize(
@@ -58,7 +58,8 @@ def test_every_variable_is_read():
         ({"SEGANY_BATCH_STACKING": "maybe"}, ["SEGANY_BATCH_STACKING", "sequential"]),
         ({"SEGANY_CHECKPOINT_SHA256": "abc"}, ["SEGANY_CHECKPOINT_SHA256", "64 hex"]),
         ({"SEGANY_URL_SCHEMES": "https,ftp"}, ["SEGANY_URL_SCHEMES", "ftp"]),
-        ({"SEGANY_WARMUP": "maybe"}, ["SEGANY_WARMUP", "=1"]),
+        ({"SEGANY_WARMUP": "maybe"}, ["SEGANY_WARMUP", "decoder"]),
+        ({"SEGANY_ENCODER": "tensorrt"}, ["SEGANY_ENCODER", "openvino"]),
         ({"SEGANY_PRECISION": "int4"}, ["SEGANY_PRECISION"]),
     ],
 )
