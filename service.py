@@ -56,7 +56,11 @@ class SegmentAnything:
     def __is_ready__(self) -> bool:
         return self.pipeline.is_ready
 
-    @bentoml.api(batchable=True, max_batch_size=SETTINGS.max_batch_size, max_latency_ms=SETTINGS.max_latency_ms)
+    @bentoml.api(
+        batchable=SETTINGS.max_batch_size > 1,  # SEGANY_MAX_BATCH_SIZE=1 turns adaptive batching off
+        max_batch_size=max(2, SETTINGS.max_batch_size),
+        max_latency_ms=SETTINGS.max_latency_ms,
+    )
     def encode(self, tickets: list[str]) -> list[str]:
         """Internal: encode the images that the endpoints below staged in this process.
 

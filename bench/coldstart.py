@@ -1,9 +1,11 @@
 """Cold start and memory: process start to ``/readyz`` 200, against the floor, and peak RSS.
 
 The floor is what no server can avoid: a fresh interpreter importing the runtime (torch,
-segment_anything) and reading the checkpoint's bytes from disk (page cache warm, as on a
+segment_anything, openvino) and reading the checkpoint's bytes from disk (page cache warm, as on a
 restarted container of the same host; both sides see the same cache). The server's time
-includes BentoML's start, loading, and the warm-up forward that ``/readyz`` waits for.
+includes BentoML's start, loading (the converted encoder comes from the cache: a priming
+start converts it first, untimed), and the warm-up that ``/readyz`` waits for: a full
+encoder+decoder forward (``SEGANY_WARMUP=full``) or a decoder forward (``decoder``).
 Peak RSS is read from the kernel (VmHWM) after one ``/segment`` request.
 """
 
@@ -24,7 +26,7 @@ SERVERLESS_MEMORY_MB = 6144  # SageMaker Serverless' largest memory size
 
 def floor_s(checkpoint) -> float:
     code = (
-        "import torch, segment_anything\n"
+        "import torch, segment_anything, openvino\n"
         f"with open({str(checkpoint)!r}, 'rb') as f:\n"
         "    while f.read(1 << 24): pass\n"
     )
@@ -34,10 +36,11 @@ def floor_s(checkpoint) -> float:
     return time.perf_counter() - start
 
 
-def measure(model_type: str) -> dict:
+def measure(model_type: str, warmup: str) -> dict:
     checkpoint = random_checkpoint(model_type)
     floor = floor_s(checkpoint)
-    server = ServerProcess(bench_env(model_type, checkpoint), CACHE / f"coldstart-{model_type}.log")
+    env = bench_env(model_type, checkpoint, SEGANY_WARMUP=warmup)
+    server = ServerProcess(env, CACHE / f"coldstart-{model_type}-{warmup}.log")
     start = time.perf_counter()
     server.start()
     try:
@@ -65,7 +68,21 @@ def measure(model_type: str) -> dict:
     return result
 
 
+def prime(model_type: str) -> None:
+    """One start to convert the encoder (once per checkpoint); the timed starts reuse it."""
+    server = ServerProcess(bench_env(model_type, random_checkpoint(model_type), SEGANY_WARMUP="off"),
+                           CACHE / f"coldstart-{model_type}-prime.log").start()
+    try:
+        server.wait_ready(timeout_s=3600)
+    finally:
+        server.stop()
+
+
 def run(model_types: tuple[str, ...] = ("tiny", "vit_b", "vit_h")) -> dict:
-    results = {model_type: measure(model_type) for model_type in model_types}
+    results = {}
+    for model_type in model_types:
+        prime(model_type)
+        for warmup in ("full", "decoder"):
+            results[f"{model_type} ({warmup} warm-up)"] = measure(model_type, warmup)
     write_result("coldstart", {"device": "cpu", "models": results, "goals": {"peak_rss_mb_total (vit_h)": f"< {SERVERLESS_MEMORY_MB}"}})
     return results

@@ -3,8 +3,9 @@
 1. A prompt on a cached image: ``POST /segment`` with ``image_id`` vs ``SamPredictor.predict``,
    the two calls alternating (the client waits for each, so they never overlap).
 2. First vs second prompt on one image: the embedding cache's speedup.
-3. ``/embed`` throughput at some concurrency vs a direct ``set_image`` loop over as many
-   images, each measured while the other side is idle.
+3. ``/embed`` throughput at concurrency 1, 4, 16 vs a direct ``set_image`` loop over as many
+   images (eager torch), and vs our own engine looped in-process (the serving overhead
+   proper), each measured while the other side is idle.
 """
 
 from __future__ import annotations
@@ -57,6 +58,23 @@ def _throughput(url: str, images: list[bytes], concurrency: int) -> float:
     return len(images) / (time.perf_counter() - start)
 
 
+def _in_process_rate(model_type: str, checkpoint, images: list[np.ndarray]) -> float:  # type: ignore[no-untyped-def]
+    """Images/s of our own engine in this process, same backend as the server's default:
+    what serving costs on top of it is the served figure's shortfall."""
+    from runners.pipeline import Pipeline
+    from runners.settings import Settings
+
+    pipeline = Pipeline(Settings(model_type=model_type, checkpoint=str(checkpoint), cache_dir=CACHE / "segany-cache",
+                                 warmup="off"))
+    pipeline.load()
+    engine = pipeline.engine
+    engine.embed([engine.prepare(images[0])])
+    start = time.perf_counter()
+    for rgb in images:
+        engine.embed([engine.prepare(rgb)])
+    return len(images) / (time.perf_counter() - start)
+
+
 def _interleaved(served: Callable[[], object], direct: Callable[[], object], repeats: int) -> tuple[list[float], list[float]]:
     """Alternate the two calls so that drift in the machine's speed hits both alike."""
     served(), direct()
@@ -83,7 +101,7 @@ def run(model_type: str = "vit_b", n_images: int = 8, concurrency: tuple[int, ..
             image_id = _post(client, "/segment", {"image": _b64(photo_bytes("truck")), **POINT})["image_id"]
             served["first_prompt_s"] = time.perf_counter() - start
             for level in concurrency:  # fresh images per level: no cache hits
-                images = [data for data, _ in distinct_images(n_images, offset=100 * level)]
+                images = [data for data, _ in distinct_images(max(n_images, level), offset=100 * level)]
                 served["embed_images_per_s"][level] = _throughput(server.url, images, level)
                 logger.info("served /embed at concurrency %d: %.4f images/s", level, served["embed_images_per_s"][level])
             predictor = SamPredictor(reference_sam(model_type, checkpoint))
@@ -102,12 +120,17 @@ def run(model_type: str = "vit_b", n_images: int = 8, concurrency: tuple[int, ..
     for rgb in images:
         predictor.set_image(rgb)
     direct["set_image_images_per_s"] = len(images) / (time.perf_counter() - start)
+    direct["in_process_images_per_s"] = _in_process_rate(model_type, checkpoint, images)
     ratios = {
         "cached_point_prompt_vs_predict": served["point"]["median_s"] / direct["point"]["median_s"],
         "cached_box_prompt_vs_predict": served["box"]["median_s"] / direct["box"]["median_s"],
         "first_vs_second_prompt_speedup": served["first_prompt_s"] / served["point"]["median_s"],
         **{
             f"embed_c{level}_vs_set_image_loop": value / direct["set_image_images_per_s"]
+            for level, value in served["embed_images_per_s"].items()
+        },
+        **{
+            f"embed_c{level}_vs_in_process_loop": value / direct["in_process_images_per_s"]
             for level, value in served["embed_images_per_s"].items()
         },
     }

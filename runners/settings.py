@@ -57,7 +57,8 @@ class Settings:
     torch_threads: int = 0
     # SEGANY_CACHE_MB: bound of the image-embedding cache, in MiB.
     embedding_cache_mb: float = 1024.0
-    # SEGANY_MAX_BATCH_SIZE / SEGANY_MAX_LATENCY_MS: BentoML adaptive batching of the encoder.
+    # SEGANY_MAX_BATCH_SIZE / SEGANY_MAX_LATENCY_MS: BentoML adaptive batching of the encoder
+    # (1 = no batching: each image is its own encoder call).
     max_batch_size: int = 8
     max_latency_ms: int = 300_000
     # SEGANY_BATCH_STACKING: how a batch runs. "stack": one encoder forward over all images;
@@ -112,7 +113,7 @@ class Settings:
             encoder=read.choice("SEGANY_ENCODER", ENCODERS, cls.encoder),
             torch_threads=read.number("SEGANY_TORCH_THREADS", int, cls.torch_threads, minimum=0),
             embedding_cache_mb=read.number("SEGANY_CACHE_MB", float, cls.embedding_cache_mb, minimum=0),
-            max_batch_size=read.number("SEGANY_MAX_BATCH_SIZE", int, cls.max_batch_size, minimum=2),
+            max_batch_size=read.number("SEGANY_MAX_BATCH_SIZE", int, cls.max_batch_size, minimum=1),
             max_latency_ms=read.number("SEGANY_MAX_LATENCY_MS", int, cls.max_latency_ms, minimum=1),
             batch_stacking=read.choice("SEGANY_BATCH_STACKING", BATCH_STACKING, cls.batch_stacking),
             request_timeout_s=read.number("SEGANY_REQUEST_TIMEOUT_S", int, cls.request_timeout_s, minimum=1),

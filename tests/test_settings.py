@@ -54,7 +54,7 @@ def test_every_variable_is_read():
     [
         ({"SEGANY_MODEL": "vit_x"}, ["SEGANY_MODEL", "vit_h"]),
         ({"SEGANY_MAX_BATCH_SIZE": "four"}, ["SEGANY_MAX_BATCH_SIZE", "not a int"]),
-        ({"SEGANY_MAX_BATCH_SIZE": "1"}, ["SEGANY_MAX_BATCH_SIZE", "at least 2"]),
+        ({"SEGANY_MAX_BATCH_SIZE": "0"}, ["SEGANY_MAX_BATCH_SIZE", "at least 1"]),
         ({"SEGANY_BATCH_STACKING": "maybe"}, ["SEGANY_BATCH_STACKING", "sequential"]),
         ({"SEGANY_CHECKPOINT_SHA256": "abc"}, ["SEGANY_CHECKPOINT_SHA256", "64 hex"]),
         ({"SEGANY_URL_SCHEMES": "https,ftp"}, ["SEGANY_URL_SCHEMES", "ftp"]),

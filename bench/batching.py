@@ -1,0 +1,73 @@
+"""Adaptive batching: /embed throughput and p95 latency at concurrency 1, 4 and 16, with
+BentoML's batcher on (SEGANY_MAX_BATCH_SIZE=8) and off (1), and the batch sizes that formed
+(from /metrics). Fresh images every run, so the cache never answers."""
+
+from __future__ import annotations
+
+import base64
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+
+from bench.common import CACHE, bench_env, distinct_images, logger, random_checkpoint, summary, write_result
+from bench.server import ServerProcess
+
+MODES = {"on": {"SEGANY_MAX_BATCH_SIZE": "8"}, "off": {"SEGANY_MAX_BATCH_SIZE": "1"}}
+
+
+def batch_sizes(metrics: str) -> dict[str, float]:
+    """Histogram of formed batch sizes of `encode`: {"1": n, "2": n, ...} (non-cumulative)."""
+    cumulative = {}
+    for line in metrics.splitlines():
+        if line.startswith("bentoml_service_adaptive_batch_size_bucket") and 'method_name="encode"' in line:
+            le = re.search(r'le="([^"]+)"', line)[1]
+            cumulative[le] = cumulative.get(le, 0.0) + float(line.rsplit(" ", 1)[1])
+    sizes, previous = {}, 0.0
+    for le in sorted((k for k in cumulative if k != "+Inf"), key=float):
+        count = cumulative[le] - previous
+        if count:
+            sizes[str(int(float(le)))] = count
+        previous = cumulative[le]
+    return sizes
+
+
+def run_level(url: str, images: list[bytes], concurrency: int) -> dict:
+    latencies: list[float] = []
+
+    def embed(data: bytes) -> None:
+        start = time.perf_counter()
+        with httpx.Client(base_url=url, timeout=3600) as client:
+            client.post("/embed", json={"image": base64.b64encode(data).decode()}).raise_for_status()
+        latencies.append(time.perf_counter() - start)
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(embed, images))
+    wall = time.perf_counter() - start
+    return {"images_per_s": len(images) / wall, "latency": summary(latencies)}
+
+
+def run(model_type: str = "vit_b", levels: tuple[int, ...] = (1, 4, 16)) -> dict:
+    checkpoint = random_checkpoint(model_type)
+    results: dict = {}
+    offset = 2000
+    for mode, env in MODES.items():
+        server = ServerProcess(bench_env(model_type, checkpoint, **env), CACHE / f"batching-{model_type}-{mode}.log").start()
+        try:
+            server.wait_ready(timeout_s=3600)
+            results[mode] = {}
+            for level in levels:
+                images = [data for data, _ in distinct_images(max(level, 4), offset=offset)]
+                offset += len(images)
+                results[mode][level] = run_level(server.url, images, level)
+                logger.info("batching %s, concurrency %d: %.4f img/s, p95 %.1f s", mode, level,
+                            results[mode][level]["images_per_s"], results[mode][level]["latency"]["p95_s"])
+            results[mode]["batch_sizes"] = batch_sizes(httpx.get(f"{server.url}/metrics", timeout=30).text)
+        finally:
+            server.stop()
+    ratios = {f"c{level}_on_vs_off": results["on"][level]["images_per_s"] / results["off"][level]["images_per_s"] for level in levels}
+    write_result(f"batching-{model_type}", {"model": model_type, "device": "cpu", "modes": results, "ratios": ratios,
+                                            "goals": {"c16_on_vs_c1_on (GPU)": ">= 2"}})
+    return results
