@@ -116,12 +116,11 @@ def measure(model_type: str, n_images: int) -> dict:
 
     converted = converted_encoder(CACHE / "segany-cache", checkpoint, None, model_type)
     for precision in ("fp32", "bf16"):
-        encoder = OpenVINOEncoder(converted, precision)
+        ours = OpenVINOEncoder(converted, precision)
         name = "ours_in_process" + ("" if precision == "fp32" else "_bf16")
-        rates[name] = _per_second(lambda x: encoder(torch.from_numpy(x)), inputs)
-        ious[name] = mask_iou(encoder(torch.from_numpy(truck_input)).numpy())
+        rates[name] = _per_second(lambda x, run=ours: run(torch.from_numpy(x)), inputs)
+        ious[name] = mask_iou(ours(torch.from_numpy(truck_input)).numpy())
         logger.info("%s %s: %.4f img/s", model_type, name, rates[name])
-        del encoder
 
     jpegs = [data for data, _ in images]
     for name, env in (("ours_served", {}), ("ours_served_bf16", {"SEGANY_PRECISION": "bf16"})):
@@ -129,13 +128,13 @@ def measure(model_type: str, n_images: int) -> dict:
         ious[name] = mask_iou(features)
         logger.info("%s %s: %.4f img/s", model_type, name, rates[name])
 
-    ours, fast = rates["ours_served"], rates["ours_served_bf16"]
+    served, fast = rates["ours_served"], rates["ours_served_bf16"]
     return {
         "images_per_s": rates,
         "mask_iou_vs_eager_fp32": ious,
-        "vs_eager": ours / rates["eager"],
-        "vs_onnxruntime": ours / rates["onnxruntime"],
-        "vs_openvino_f32": ours / rates["openvino_f32"],
+        "vs_eager": served / rates["eager"],
+        "vs_onnxruntime": served / rates["onnxruntime"],
+        "vs_openvino_f32": served / rates["openvino_f32"],
         "vs_openvino_bf16": fast / rates["openvino_bf16"],
         "in_process_vs_openvino_f32": rates["ours_in_process"] / rates["openvino_f32"],
     }

@@ -28,7 +28,6 @@ from bench.common import (
     random_checkpoint,
     reference_sam,
     summary,
-    timed,
     write_result,
 )
 from bench.server import ServerProcess

@@ -86,7 +86,7 @@ def test_unknown_model_type():
 
 
 def test_the_model_type_is_read_off_the_checkpoint(tiny_checkpoint, tmp_path):
-    from runners.models import spec_of, write_checkpoint
+    from runners.models import spec_of
 
     model = load_sam(None, tiny_checkpoint, torch.device("cpu"))
     assert model.segany_model_type == "tiny"

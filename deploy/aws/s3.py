@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from deploy.uris import split_bucket_uri
 from runners.errors import CheckpointError, DependencyMissing, PayloadTooLarge, URLFetchFailed
 from runners.progress import Progress
 
@@ -24,13 +25,7 @@ _CHECKPOINT_FIX = "check the path, the AWS credentials and region, or set SEGANY
 
 def parse_uri(uri: str) -> tuple[str, str]:
     """Split ``s3://bucket/key`` into (bucket, key); ValueError when either is empty."""
-    scheme, sep, rest = uri.partition("://")
-    if scheme.lower() != "s3" or not sep:
-        raise ValueError(f"{uri!r} is not an s3:// URI; use s3://bucket/key.")
-    bucket, _, key = rest.partition("/")
-    if not bucket or not key:
-        raise ValueError(f"{uri!r} needs both a bucket and a key, as in s3://bucket/path/to/object.")
-    return bucket, key
+    return split_bucket_uri(uri, "s3", "key")
 
 
 def _client(*, connect_timeout: float, read_timeout: float, attempts: int) -> Any:

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from deploy.uris import split_bucket_uri
 from runners.errors import CheckpointError, DependencyMissing, PayloadTooLarge, URLFetchFailed
 from runners.progress import Progress
 
@@ -26,13 +27,7 @@ _FLUSH_BYTES = 1024 * 1024  # report progress per MiB, not per 8 KiB network rea
 
 def parse_uri(uri: str) -> tuple[str, str]:
     """Split ``gs://bucket/object`` into (bucket, object name); ValueError when either is empty."""
-    scheme, sep, rest = uri.partition("://")
-    if scheme.lower() != "gs" or not sep:
-        raise ValueError(f"{uri!r} is not a gs:// URI; use gs://bucket/object.")
-    bucket, _, name = rest.partition("/")
-    if not bucket or not name:
-        raise ValueError(f"{uri!r} needs both a bucket and an object name, as in gs://bucket/path/to/object.")
-    return bucket, name
+    return split_bucket_uri(uri, "gs", "object")
 
 
 def _storage() -> Any:
