@@ -97,6 +97,55 @@ def package_model(checkpoint: str, out: Path, model_type: str | None) -> None:
     logger.info("wrote %s (%.1f MB); upload it to S3 and give its URI as the model's ModelDataUrl", out, out.stat().st_size / 1e6)
 
 
+@main.command()
+@click.option("--backend", type=click.Choice(["docker", "podman", "buildah"]), default=None,
+              help="Image builder. Default: docker when its daemon answers, else podman, else buildah.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="cpu: no triton (and CPU-only torch with --torch-index-url); cuda: for GPU instances.")
+@click.option("--bake-weights", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Put this checkpoint in the image. Default: weights are fetched at start (SEGANY_CHECKPOINT, /opt/ml/model).")
+@click.option("--model-type", type=click.Choice(["tiny", "vit_b", "vit_l", "vit_h"]), default=None,
+              help="Type of the baked checkpoint; default: read off its shapes.")
+@click.option("--image", default="segment-anywhere", show_default=True, help="Image name; tags are DEVICE[-MODEL].")
+@click.option("--tag", default=None, help="Full reference of the final image, instead of IMAGE:DEVICE[-MODEL].")
+@click.option("--platform", default="linux/amd64", show_default=True, help="Target platform (SageMaker needs linux/amd64).")
+@click.option("--base", default="auto", show_default=True,
+              help="auto (official Python image if its registry answers, else debian), official, debian "
+                   "(built here from Debian packages with debootstrap), or an image reference.")
+@click.option("--torch-index-url", default=None,
+              help="Take torch/torchvision from this index first, e.g. https://download.pytorch.org/whl/cpu (CPU-only, small).")
+@click.option("--constraint", "constraints", multiple=True,
+              help="A requirement every install in the image satisfies (repeatable), e.g. 'numpy<3'. torch and "
+                   "torchvision are pinned to this environment's versions unless named here.")
+@click.option("--no-pin", is_flag=True, help="No default torch/torchvision pins: the newest the index has.")
+@click.option("--ca-bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="CA bundle for reaching the package index during the build (a build secret; never in the image).")
+@click.option("--oci-archive", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the image as an OCI archive (push it with skopeo copy oci-archive:PATH docker://...).")
+@click.option("--debian-mirror", default="http://deb.debian.org/debian", show_default=True, help="For --base debian.")
+@click.option("--rebuild-base", is_flag=True, help="Rebuild the Debian base even if it exists.")
+@click.option("--project", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="The project directory (bentofile.yaml). Default: where service.py is.")
+def build(backend, device, bake_weights, model_type, image, tag, platform, base, torch_index_url, constraints,  # type: ignore[no-untyped-def]
+          no_pin, ca_bundle, oci_archive, debian_mirror, rebuild_base, project) -> None:
+    """Build the OCI image (bentoml build + containerize) and check it against each target's limits."""
+    from deploy.build import BuildOptions, build as build_image, report
+
+    if project is None:
+        import importlib.util
+
+        spec = importlib.util.find_spec("service")
+        project = Path(spec.origin).resolve().parent if spec and spec.origin else Path.cwd()
+    options = BuildOptions(
+        project=project, backend=backend, device=device, bake_weights=bake_weights, model_type=model_type,
+        image=image, tag=tag, platform=platform, base=base, torch_index_url=torch_index_url,
+        constraints=tuple(constraints), pin=not no_pin, ca_bundle=ca_bundle,
+        oci_archive=oci_archive, debian_mirror=debian_mirror, rebuild_base=rebuild_base,
+    )
+    result = _run(lambda: build_image(options))
+    click.echo(report(result))
+
+
 def _run(action):  # type: ignore[no-untyped-def]
     """Run ``action``; a SegAnyError ends the command with its message and status 2."""
     try:
