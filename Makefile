@@ -34,9 +34,10 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
 
-## Build and run the OCI image (needs buildah, skopeo and umoci, or docker).
+## Build the CPU image (tiny weights baked) with buildah and run it against both contracts
+## (needs root, buildah, skopeo, umoci, debootstrap when no registry serves python:3.11-slim; ~25 GB disk).
 test-oci: $(STAMP)
-	$(BIN)/python -m pytest -m oci
+	$(BIN)/python -m pytest -m oci -v
 
 ## All benchmark suites; results in bench/results/, table in README.md.
 bench: $(STAMP)

@@ -38,7 +38,7 @@ OFFICIAL_BASE = "docker.io/library/python:3.11-slim-bookworm"
 CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
 WEIGHTS_DIR = "/opt/segany/weights"  # not /opt/ml/model: SageMaker mounts the model artifact over that
 CA_SECRET_ID = "segany-ca"
-PINNED = ("torch", "torchvision")
+PINNED = ("torch", "torchvision", "openvino")  # pinned to this environment's versions by default
 # Cloud Run sets no image size limit; past this, our guidance is to expect slow deploys and cold starts.
 CLOUD_RUN_LARGE_IMAGE = 4 * GB
 BAKE_CONTAINERFILE = """\
@@ -176,7 +176,7 @@ def choose_backend(requested: str | None) -> str:
 
 
 def default_constraints() -> tuple[str, ...]:
-    """torch and torchvision at the versions of this environment (what the tests ran on)."""
+    """torch, torchvision and openvino at the versions of this environment (what the tests ran on)."""
     pins = []
     for name in PINNED:
         try:

@@ -115,9 +115,9 @@ def package_model(checkpoint: str, out: Path, model_type: str | None) -> None:
 @click.option("--torch-index-url", default=None,
               help="Take torch/torchvision from this index first, e.g. https://download.pytorch.org/whl/cpu (CPU-only, small).")
 @click.option("--constraint", "constraints", multiple=True,
-              help="A requirement every install in the image satisfies (repeatable), e.g. 'numpy<3'. torch and "
-                   "torchvision are pinned to this environment's versions unless named here.")
-@click.option("--no-pin", is_flag=True, help="No default torch/torchvision pins: the newest the index has.")
+              help="A requirement every install in the image satisfies (repeatable), e.g. 'numpy<3'. torch, "
+                   "torchvision and openvino are pinned to this environment's versions unless named here.")
+@click.option("--no-pin", is_flag=True, help="No default torch/torchvision/openvino pins: the newest the index has.")
 @click.option("--ca-bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="CA bundle for reaching the package index during the build (a build secret; never in the image).")
 @click.option("--oci-archive", type=click.Path(dir_okay=False, path_type=Path), default=None,
