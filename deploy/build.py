@@ -36,6 +36,8 @@ DEVICES = ("cpu", "cuda")
 DEFAULT_IMAGE = "segment-anywhere"
 OFFICIAL_BASE = "docker.io/library/python:3.11-slim-bookworm"
 CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
+IMAGE_UID = 1034  # BentoML's bento user, the template's USER
+OPENVINO_DIR = "/opt/segany/openvino"  # the converted encoder, baked with the weights (CPU variant)
 WEIGHTS_DIR = "/opt/segany/weights"  # not /opt/ml/model: SageMaker mounts the model artifact over that
 CA_SECRET_ID = "segany-ca"
 PINNED = ("torch", "torchvision", "openvino")  # pinned to this environment's versions by default
@@ -49,8 +51,14 @@ ARG WEIGHTS
 # Not named SEGANY_MODEL: the image's ENV of that name would win over a build argument.
 ARG MODEL_TYPE
 COPY ${WEIGHTS} %(dir)s/${WEIGHTS}
-ENV SEGANY_CHECKPOINT=%(dir)s/${WEIGHTS} SEGANY_MODEL=${MODEL_TYPE}
-""" % {"dir": WEIGHTS_DIR}
+# CPU variant: the encoder converted to OpenVINO now, so no container start ever converts it.
+ARG OPENVINO_DIR=
+USER root
+RUN if [ -n "${OPENVINO_DIR}" ]; then segany convert --checkpoint %(dir)s/${WEIGHTS} --out "${OPENVINO_DIR}" \
+        && rm -rf /tmp/*; fi
+USER %(uid)s:%(uid)s
+ENV SEGANY_CHECKPOINT=%(dir)s/${WEIGHTS} SEGANY_MODEL=${MODEL_TYPE} SEGANY_OPENVINO_DIR=${OPENVINO_DIR}
+""" % {"dir": WEIGHTS_DIR, "uid": IMAGE_UID}
 
 
 @dataclass(frozen=True)
@@ -233,11 +241,12 @@ def containerize_command(bento_tag: str, backend: str, ref: str, args: dict[str,
 
 
 def bake_command(backend: str, context: Path, unbaked_ref: str, ref: str, weights_name: str, model: str,
-                 platform: str) -> list[str]:
+                 platform: str, device: str = "cpu") -> list[str]:
     base = [backend, "build"] if backend != "buildah" else ["buildah", "bud"]
     return [*base, "--platform", platform, "-f", str(context / "Containerfile"), "-t", ref,
             "--build-arg", f"SEGANY_IMAGE={unbaked_ref}", "--build-arg", f"WEIGHTS={weights_name}",
-            "--build-arg", f"MODEL_TYPE={model}", str(context)]
+            "--build-arg", f"MODEL_TYPE={model}",
+            "--build-arg", f"OPENVINO_DIR={OPENVINO_DIR if device == 'cpu' else ''}", str(context)]
 
 
 def model_type_of(checkpoint: Path) -> str:
@@ -312,7 +321,8 @@ def build(options: BuildOptions) -> BuildResult:
             context.mkdir()
             (context / "Containerfile").write_text(BAKE_CONTAINERFILE)
             _link_or_copy(options.bake_weights, context / options.bake_weights.name)
-            _run(bake_command(backend, context, unbaked_ref, ref, options.bake_weights.name, model, options.platform),
+            _run(bake_command(backend, context, unbaked_ref, ref, options.bake_weights.name, model, options.platform,
+                              options.device),
                  env, steps)
     image = inspect_image(backend, ref)
     variant = Variant(options.device, options.bake_weights is not None, options.torch_index_url)

@@ -146,6 +146,19 @@ def build(backend, device, bake_weights, model_type, image, tag, platform, base,
     click.echo(report(result))
 
 
+@main.command()
+@click.option("--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for image_encoder.xml/.bin; serve it with SEGANY_OPENVINO_DIR.")
+@click.option("--model-type", type=click.Choice(["tiny", "vit_b", "vit_l", "vit_h"]), default=None)
+def convert(checkpoint: Path, out: Path, model_type: str | None) -> None:
+    """Convert the image encoder to OpenVINO ahead of time (e.g. while building an image)."""
+    from runners.convert import convert as run_conversion
+
+    _run(lambda: run_conversion(checkpoint, model_type, out))
+    logger.info("converted; serve with SEGANY_OPENVINO_DIR=%s", out)
+
+
 def _run(action):  # type: ignore[no-untyped-def]
     """Run ``action``; a SegAnyError ends the command with its message and status 2."""
     try:

@@ -18,7 +18,6 @@ import hashlib
 import importlib.util
 import json
 import logging
-import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -124,15 +123,17 @@ def conversion_key(checkpoint: Path, sha256: str | None, model_type: str) -> str
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
 
 
-def converted_encoder(cache_dir: Path, checkpoint: Path, sha256: str | None, model_type: str) -> ConvertedEncoder:
+def converted_encoder(cache_dir: Path, checkpoint: Path, sha256: str | None, model_type: str,
+                      prebuilt: Path | None = None) -> ConvertedEncoder:
     """The converted encoder for this checkpoint, converting it (once) when it is not cached.
 
-    A prebuilt one can be pointed at with SEGANY_OPENVINO_DIR (``segany convert`` writes one,
-    for example into an image at build time).
+    ``prebuilt`` (SEGANY_OPENVINO_DIR) is a folder ``segany convert`` wrote ahead of time, for
+    example into an image at build time; it may be read-only. OpenVINO's compiled-model cache
+    always goes under ``cache_dir``.
     """
-    prebuilt = os.environ.get("SEGANY_OPENVINO_DIR")
-    folder = Path(prebuilt) if prebuilt else cache_dir / "openvino" / conversion_key(checkpoint, sha256, model_type)
-    converted = ConvertedEncoder(folder / "image_encoder.xml", folder / "compiled")
+    key = conversion_key(checkpoint, sha256, model_type)
+    folder = prebuilt or cache_dir / "openvino" / key
+    converted = ConvertedEncoder(folder / "image_encoder.xml", cache_dir / "openvino-compiled" / key)
     if converted.xml.is_file() and converted.xml.with_suffix(".bin").is_file():
         return converted
     if prebuilt:

@@ -85,7 +85,8 @@ class Pipeline:
         self.model_name = spec.name
         autocast = autocast_dtype(settings.precision, device)
         if backend == "openvino":
-            converted = converted_encoder(settings.cache_dir, checkpoint.path, checkpoint.sha256, spec.name)
+            converted = converted_encoder(settings.cache_dir, checkpoint.path, checkpoint.sha256, spec.name,
+                                          settings.openvino_dir)
             encoder: Encoder = OpenVINOEncoder(converted, "bf16" if autocast == torch.bfloat16 else "fp32", settings.torch_threads)
         else:
             encoder = TorchEncoder(model.image_encoder, device, autocast)

@@ -53,6 +53,9 @@ class Settings:
     precision: str = "auto"
     # SEGANY_ENCODER: image-encoder backend; auto = OpenVINO on CPU when installed, else torch.
     encoder: str = "auto"
+    # SEGANY_OPENVINO_DIR: an encoder converted ahead of time by `segany convert` (else converted
+    # on first start into the cache).
+    openvino_dir: Path | None = None
     # SEGANY_TORCH_THREADS: intra-op threads for torch; 0 = torch's default (all cores).
     torch_threads: int = 0
     # SEGANY_CACHE_MB: bound of the image-embedding cache, in MiB.
@@ -111,6 +114,7 @@ class Settings:
             device=read.choice("SEGANY_DEVICE", DEVICES, cls.device),
             precision=read.choice("SEGANY_PRECISION", PRECISIONS, cls.precision),
             encoder=read.choice("SEGANY_ENCODER", ENCODERS, cls.encoder),
+            openvino_dir=Path(read.text("SEGANY_OPENVINO_DIR")) if read.text("SEGANY_OPENVINO_DIR") else None,
             torch_threads=read.number("SEGANY_TORCH_THREADS", int, cls.torch_threads, minimum=0),
             embedding_cache_mb=read.number("SEGANY_CACHE_MB", float, cls.embedding_cache_mb, minimum=0),
             max_batch_size=read.number("SEGANY_MAX_BATCH_SIZE", int, cls.max_batch_size, minimum=1),

@@ -120,6 +120,11 @@ def test_image_refs_and_bake_command(tmp_path: Path) -> None:
     assert command[:2] == ["buildah", "bud"] and command[-1] == str(tmp_path)
     assert "SEGANY_IMAGE=segment-anywhere:cpu" in command and "MODEL_TYPE=tiny" in command
     assert build.bake_command("docker", tmp_path, "a", "b", "w.pth", "vit_b", "linux/amd64")[:2] == ["docker", "build"]
+    assert "OPENVINO_DIR=/opt/segany/openvino" in command  # CPU: the encoder is converted at build time
+    assert "OPENVINO_DIR=" in build.bake_command("docker", tmp_path, "a", "b", "w.pth", "vit_b", "linux/amd64", "cuda")
+    assert "OPENVINO_DIR=/opt/segany/openvino" not in build.bake_command("docker", tmp_path, "a", "b", "w.pth", "vit_b",
+                                                                          "linux/amd64", "cuda")
+    assert "segany convert" in build.BAKE_CONTAINERFILE and "USER 1034:1034" in build.BAKE_CONTAINERFILE
     assert "/opt/segany/weights/${WEIGHTS}" in build.BAKE_CONTAINERFILE
     assert "/opt/ml/model" not in build.BAKE_CONTAINERFILE
 

@@ -189,6 +189,8 @@ def test_image_config_is_the_contract(image: BuiltImage) -> None:
     assert env["HOME"] == "/tmp" and env["BENTOML_HOME"].startswith("/tmp/") and env["SEGANY_CACHE_DIR"].startswith("/tmp/")
     assert env["SEGANY_CHECKPOINT"] == "/opt/segany/weights/tiny.pth" and env["SEGANY_MODEL"] == "tiny"
     assert (image.rootfs / "opt/segany/weights/tiny.pth").is_file()
+    assert env["SEGANY_OPENVINO_DIR"] == "/opt/segany/openvino"  # converted at build time, with the weights
+    assert (image.rootfs / "opt/segany/openvino/image_encoder.xml").is_file()
     assert not any(key in env for key in ("SSL_CERT_FILE", "PIP_CERT", "SEGANY_TORCH_INDEX_URL"))
 
 
@@ -232,6 +234,7 @@ def test_sagemaker_contract(image: BuiltImage, tmp_path: Path, port_source: str)
         checks.check_health(url)
         checks.check_segment(url)
         assert "/opt/segany/weights/tiny.pth" in container.text()  # the baked checkpoint, not a generated one
+        assert "openvino encoder" in container.text() and "converting" not in container.text()  # the baked IR
         assert container.terminate() == 0, container.text()[-4000:]
     finally:
         container.kill()
