@@ -99,7 +99,8 @@ class _FilterFirstGenerator(SamAutomaticMaskGenerator):
         if self.pred_iou_thresh > 0.0:
             data.filter(data["iou_preds"] > self.pred_iou_thresh)
         kept = MaskData()
-        for start in range(0, len(data["iou_preds"]), self.UPSAMPLE_CHUNK):
+        # at least one (maybe empty) chunk: a batch with no survivors still yields every key
+        for start in range(0, max(1, len(data["iou_preds"])), self.UPSAMPLE_CHUNK):
             part = slice(start, start + self.UPSAMPLE_CHUNK)
             chunk = MaskData(iou_preds=data["iou_preds"][part], points=data["points"][part])
             chunk["masks"] = model.postprocess_masks(data["low_res"][part][:, None], predictor.input_size, predictor.original_size)[:, 0]

@@ -53,6 +53,26 @@ def test_segment_everything_equals_the_automatic_mask_generator(api, reference_m
     assert_instances_equal(body["instances"], reference)
 
 
+def test_batches_with_no_surviving_mask_give_the_generators_instances(api, reference_model):
+    """One point per batch and an IoU threshold at the 75th percentile: many batches keep no
+    mask at all (a batch that kept nothing used to fail with a 500), others keep some."""
+    name, params = "dog", {"points_per_side": 5, "points_per_batch": 1, **OPEN}
+    rgb = small_photo_rgb(name)
+    every = SamAutomaticMaskGenerator(reference_model, output_mode="coco_rle", **params).generate(rgb)
+    params["pred_iou_thresh"] = float(np.percentile([r["predicted_iou"] for r in every], 75))
+    reference = SamAutomaticMaskGenerator(reference_model, output_mode="coco_rle", **params).generate(rgb)
+    assert 0 < len(reference) < len(every) // 3  # so some points kept none of their 3 masks
+    body = ok(api.post("/segment_everything", json={"image": b64(small_photo_png(name)), **params}))
+    assert_instances_equal(body["instances"], reference)
+
+
+def test_thresholds_that_keep_nothing_give_an_empty_answer(api, reference_model):
+    params = {"points_per_side": 4, "pred_iou_thresh": 0.999}
+    assert SamAutomaticMaskGenerator(reference_model, **params).generate(small_photo_rgb("dog")) == []
+    body = ok(api.post("/segment_everything", json={"image": b64(small_photo_png("dog")), **params}))
+    assert body["instances"] == []
+
+
 def test_defaults_are_the_automatic_mask_generators():
     import inspect
 
