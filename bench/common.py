@@ -68,11 +68,13 @@ def photo_rgb(name: str) -> np.ndarray:
 
 
 def distinct_images(count: int, offset: int = 0) -> list[tuple[bytes, np.ndarray]]:
-    """``count`` different JPEGs with their pixels: variant i is photo i % 3 with its top
-    i // 3 rows cropped, so every variant (and its cache key) is new to the server."""
+    """``count`` different JPEGs with their pixels: variant i is photo i % 3 with k % 200 rows
+    cropped from the top and k // 200 columns from the left (k = i // 3), so every variant (and
+    its cache key) is new to the server."""
     images = []
     for i in range(offset, offset + count):
-        rgb = photo_rgb(PHOTO_NAMES[i % 3])[i // 3 :]
+        k = i // 3
+        rgb = photo_rgb(PHOTO_NAMES[i % 3])[k % 200 :, k // 200 :]
         buffer = io.BytesIO()
         Image.fromarray(np.ascontiguousarray(rgb)).save(buffer, format="JPEG", quality=90)
         data = buffer.getvalue()

@@ -39,6 +39,13 @@ def _rows_coldstart(result: dict[str, Any]) -> Iterator[tuple[str, str, str, str
         yield (f"peak RSS after one request ({model})", f"{figures['peak_rss_mb_total']:.0f} MB",
                "under 6144 MB" if figures["under_serverless_memory"] else "OVER 6144 MB",
                "< 6144 MB" if model.startswith("vit_h") else "")
+    for name, run in result.get("memory_capped", {}).items():
+        if "skipped" in run:
+            yield (f"serves inside a memory cgroup ({name})", "skipped: " + run["skipped"], "", "")
+            continue
+        yield (f"starts and serves inside a memory cgroup, page cache included ({name})",
+               f"ready in {run.get('ready_s', float('nan')):.0f} s, {run['oom_kills']} OOM kills",
+               "fits" if run["fits"] else "DOES NOT FIT", "fits in 6144 MiB")
 
 
 def _rows_encoder(result: dict[str, Any]) -> Iterator[tuple[str, str, str, str]]:
