@@ -40,6 +40,12 @@ def floor_s(checkpoint) -> float:
     return time.perf_counter() - start
 
 
+def one_segment(url: str) -> httpx.Response:
+    """The one request every start is measured after: a point prompt on the truck photo."""
+    image = base64.b64encode(photo_bytes("truck")).decode()
+    return httpx.post(f"{url}/segment", json={"image": image, "points": [[500, 375]], "labels": [1]}, timeout=3600)
+
+
 def measure(model_type: str, warmup: str, encoder: str = "auto") -> dict:
     checkpoint = random_checkpoint(model_type)
     floor = floor_s(checkpoint)
@@ -50,9 +56,7 @@ def measure(model_type: str, warmup: str, encoder: str = "auto") -> dict:
     try:
         server.wait_ready(timeout_s=3600)
         ready_s = time.perf_counter() - start
-        with httpx.Client(base_url=server.url, timeout=3600) as client:
-            image = base64.b64encode(photo_bytes("truck")).decode()
-            client.post("/segment", json={"image": image, "points": [[500, 375]], "labels": [1]}).raise_for_status()
+        one_segment(server.url).raise_for_status()
         peaks = server.peak_rss_mb()
     finally:
         server.stop()
@@ -88,10 +92,7 @@ def capped(model_type: str, limit_mb: int = SERVERLESS_MEMORY_MB) -> dict:
         start = time.perf_counter()
         server.wait_ready(timeout_s=3600)
         result["ready_s"] = time.perf_counter() - start
-        with httpx.Client(base_url=server.url, timeout=3600) as client:
-            image = base64.b64encode(photo_bytes("truck")).decode()
-            body = {"image": image, "points": [[500, 375]], "labels": [1]}
-            result["served"] = client.post("/segment", json=body).status_code == 200
+        result["served"] = one_segment(server.url).status_code == 200
     except (RuntimeError, TimeoutError, httpx.HTTPError) as exc:
         result["error"] = str(exc)[-500:]
     finally:

@@ -21,6 +21,9 @@ from pathlib import Path
 import click
 
 from runners.errors import SegAnyError
+from runners.settings import MODEL_TYPES
+
+MODEL_TYPE = click.Choice(list(reversed(MODEL_TYPES)))  # tiny, vit_b, vit_l, vit_h
 
 logger = logging.getLogger("segany")
 SERVICE = "service:SegmentAnything"
@@ -40,7 +43,7 @@ def main(verbose: bool) -> None:
 
 
 @main.command()
-@click.argument("model_type", type=click.Choice(["tiny", "vit_b", "vit_l", "vit_h"]))
+@click.argument("model_type", type=MODEL_TYPE)
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Where to write the .pth file.")
 @click.option("--random", "random_init", is_flag=True, help="Random-init weights of the official shape instead of the official file.")
 @click.option("--seed", default=0, show_default=True, help="Seed of random-init weights.")
@@ -87,7 +90,7 @@ def entrypoint(args: tuple[str, ...]) -> None:
 @main.command("package-model")
 @click.option("--checkpoint", required=True, help="Local path, https://, s3:// or gs:// URI of the SAM checkpoint.")
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=Path("model.tar.gz"), show_default=True)
-@click.option("--model-type", type=click.Choice(["tiny", "vit_b", "vit_l", "vit_h"]), default=None,
+@click.option("--model-type", type=MODEL_TYPE, default=None,
               help="Checked against the weights; default: read off them.")
 def package_model(checkpoint: str, out: Path, model_type: str | None) -> None:
     """Write model.tar.gz as SageMaker expects it (extracted into /opt/ml/model)."""
@@ -104,7 +107,7 @@ def package_model(checkpoint: str, out: Path, model_type: str | None) -> None:
               help="cpu: no triton (and CPU-only torch with --torch-index-url); cuda: for GPU instances.")
 @click.option("--bake-weights", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Put this checkpoint in the image. Default: weights are fetched at start (SEGANY_CHECKPOINT, /opt/ml/model).")
-@click.option("--model-type", type=click.Choice(["tiny", "vit_b", "vit_l", "vit_h"]), default=None,
+@click.option("--model-type", type=MODEL_TYPE, default=None,
               help="Type of the baked checkpoint; default: read off its shapes.")
 @click.option("--image", default="segment-anywhere", show_default=True, help="Image name; tags are DEVICE[-MODEL].")
 @click.option("--tag", default=None, help="Full reference of the final image, instead of IMAGE:DEVICE[-MODEL].")
@@ -150,7 +153,7 @@ def build(backend, device, bake_weights, model_type, image, tag, platform, base,
 @click.option("--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for image_encoder.xml/.bin; serve it with SEGANY_OPENVINO_DIR.")
-@click.option("--model-type", type=click.Choice(["tiny", "vit_b", "vit_l", "vit_h"]), default=None)
+@click.option("--model-type", type=MODEL_TYPE, default=None)
 def convert(checkpoint: Path, out: Path, model_type: str | None) -> None:
     """Convert the image encoder to OpenVINO ahead of time (e.g. while building an image)."""
     from runners.convert import convert as run_conversion

@@ -109,12 +109,12 @@ class Settings:
             model_type=read.choice("SEGANY_MODEL", MODEL_TYPES, None),
             checkpoint=read.text("SEGANY_CHECKPOINT"),
             checkpoint_sha256=read.sha256("SEGANY_CHECKPOINT_SHA256"),
-            cache_dir=Path(read.text("SEGANY_CACHE_DIR") or _default_cache_dir(env)),
-            sagemaker_model_dir=Path(read.text("SM_MODEL_DIR") or SAGEMAKER_MODEL_DIR),
+            cache_dir=read.path("SEGANY_CACHE_DIR") or _default_cache_dir(env),
+            sagemaker_model_dir=read.path("SM_MODEL_DIR") or Path(SAGEMAKER_MODEL_DIR),
             device=read.choice("SEGANY_DEVICE", DEVICES, cls.device),
             precision=read.choice("SEGANY_PRECISION", PRECISIONS, cls.precision),
             encoder=read.choice("SEGANY_ENCODER", ENCODERS, cls.encoder),
-            openvino_dir=Path(read.text("SEGANY_OPENVINO_DIR")) if read.text("SEGANY_OPENVINO_DIR") else None,
+            openvino_dir=read.path("SEGANY_OPENVINO_DIR"),
             torch_threads=read.number("SEGANY_TORCH_THREADS", int, cls.torch_threads, minimum=0),
             embedding_cache_mb=read.number("SEGANY_CACHE_MB", float, cls.embedding_cache_mb, minimum=0),
             max_batch_size=read.number("SEGANY_MAX_BATCH_SIZE", int, cls.max_batch_size, minimum=1),
@@ -144,6 +144,10 @@ class _Reader:
     def text(self, name: str) -> str | None:
         value = self.env.get(name, "").strip()
         return value or None
+
+    def path(self, name: str) -> Path | None:
+        value = self.text(name)
+        return Path(value) if value else None
 
     def choice(self, name: str, choices: tuple[str, ...], default: str | None) -> str | None:
         raw = self.text(name) or default
