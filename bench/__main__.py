@@ -21,6 +21,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=8, help="images per /embed throughput run")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--encoder-models", nargs="+", default=["vit_b", "vit_h"])
+    parser.add_argument("--encoder-pairs", nargs="+", default=None,
+                        help="re-measure only these pairs (eager onnxruntime openvino_f32 ours_in_process openvino_bf16)")
     parser.add_argument("--coldstart-models", nargs="+", default=["tiny", "vit_b", "vit_h"])
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -30,7 +32,7 @@ def main() -> None:
         if suite == "encoder":
             from bench import encoder
 
-            encoder.run(tuple(args.encoder_models))
+            encoder.run(tuple(args.encoder_models), only=tuple(args.encoder_pairs) if args.encoder_pairs else None)
         elif suite == "serve":
             from bench import serve
 

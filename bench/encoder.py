@@ -1,18 +1,26 @@
-"""Encoder throughput, all paths on the same random-init weights in one run.
+"""Encoder throughput, all paths on the same random-init weights in one run, measured in pairs.
 
 Ours: the served ``/embed`` (default path, and the opt-in ``SEGANY_PRECISION=bf16`` fast
 path) and the in-process encoder (the OpenVINO IR the server uses). Theirs: eager
 ``SamPredictor.set_image`` (fp32), samexporter's ONNX export run by ONNX Runtime, and the
-same ONNX file run by OpenVINO at f32 and bf16 inference precision. Every path's
-embedding of the truck photo also goes through SAM's decoder for a point and a box, and
-the masks are compared with eager fp32's (IoU).
+same ONNX file run by OpenVINO at f32 and bf16 inference precision.
+
+Shared 2-core machines drift by 10-15% over minutes, which is more than the differences
+measured here, so every peer is timed in a pair with the served ``/embed``: the server stays
+up, and each image goes through both paths back to back (in alternating order) before the
+next, each pair on images new to the server's embedding cache. A ratio is the peer's total
+seconds over ours in the same pair. Every path's embedding of the truck photo also goes
+through SAM's decoder for a point and a box, and the masks are compared with eager fp32's
+(IoU).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import json
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 import httpx
 import numpy as np
@@ -20,6 +28,7 @@ import torch
 
 from bench.common import (
     CACHE,
+    RESULTS,
     bench_env,
     conditions,
     distinct_images,
@@ -36,17 +45,32 @@ from bench.server import ServerProcess
 PROMPTS = {"point": dict(point_coords=np.array([[500, 375]]), point_labels=np.array([1]), multimask_output=False),
            "box": dict(box=np.array([425, 600, 700, 875]), multimask_output=False)}
 
+Run = Callable[[int], object]  # runs one path's encoder on image i
+
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum() / max(1, np.logical_or(a, b).sum()))
 
 
-def _per_second(fn: Callable[[np.ndarray], object], inputs: list[np.ndarray]) -> float:
-    fn(inputs[0])  # warm-up
+def _seconds(fn: Run, i: int) -> float:
     start = time.perf_counter()
-    for x in inputs[1:]:
-        fn(x)
-    return (len(inputs) - 1) / (time.perf_counter() - start)
+    fn(i)
+    return time.perf_counter() - start
+
+
+def paired_seconds(ours: Run, theirs: Run, count: int) -> tuple[list[float], list[float]]:
+    """Seconds per image of ``ours`` and ``theirs`` on images 1..count-1, each image through
+    both back to back, the order alternating; image 0 warms ``theirs`` up (``ours`` is warm)."""
+    theirs(0)
+    ours_s, theirs_s = [], []
+    for i in range(1, count):
+        if i % 2:
+            theirs_s.append(_seconds(theirs, i))
+            ours_s.append(_seconds(ours, i))
+        else:
+            ours_s.append(_seconds(ours, i))
+            theirs_s.append(_seconds(theirs, i))
+    return ours_s, theirs_s
 
 
 def _preprocess(predictor, rgb: np.ndarray) -> np.ndarray:  # type: ignore[no-untyped-def]
@@ -56,37 +80,39 @@ def _preprocess(predictor, rgb: np.ndarray) -> np.ndarray:  # type: ignore[no-un
         return predictor.model.preprocess(tensor).numpy()
 
 
-def _served(model_type: str, checkpoint, images: list[bytes], **env: str) -> tuple[float, np.ndarray]:
-    """images/s of /embed one request at a time, and the truck photo's embedding."""
+@contextlib.contextmanager
+def served(model_type: str, checkpoint, **env: str) -> Iterator[Callable[[bytes], np.ndarray]]:
+    """A running server's ``/embed``: JPEG bytes -> the embedding; warmed up with one image."""
     server = ServerProcess(bench_env(model_type, checkpoint, **env), CACHE / f"encoder-{model_type}-served.log").start()
     try:
         server.wait_ready(timeout_s=3600)
         with httpx.Client(base_url=server.url, timeout=3600) as client:
-            def embed(data: bytes) -> dict:
+            seen: set[str] = set()
+
+            def embed(data: bytes) -> np.ndarray:
                 response = client.post("/embed", json={"image": base64.b64encode(data).decode()})
                 response.raise_for_status()
-                return response.json()
+                body = response.json()
+                if body["image_id"] in seen:
+                    raise RuntimeError("an image was sent twice: the server answered from its cache, not its encoder")
+                seen.add(body["image_id"])
+                embedding = body["embedding"]
+                return np.frombuffer(base64.b64decode(embedding["data"]), dtype="<f4").reshape(embedding["shape"]).copy()
 
-            embed(images[0])  # warm-up
-            start = time.perf_counter()
-            for data in images[1:]:
-                embed(data)
-            rate = (len(images) - 1) / (time.perf_counter() - start)
-            truck = embed(photo_bytes("truck"))["embedding"]
-        return rate, np.frombuffer(base64.b64decode(truck["data"]), dtype="<f4").reshape(truck["shape"])
+            embed(photo_bytes("dog"))  # warm-up (the measured images are all new to its cache)
+            yield embed
     finally:
         server.stop()
 
 
-def measure(model_type: str, n_images: int) -> dict:
+def measure(model_type: str, n_images: int, only: tuple[str, ...] | None = None) -> dict:
+    """The pairs of ``model_type`` (all, or the peers named in ``only``) and the mask IoUs."""
     from segment_anything import SamPredictor
 
     from runners.encoders import OpenVINOEncoder, converted_encoder
 
     checkpoint = random_checkpoint(model_type)
     predictor = SamPredictor(reference_sam(model_type, checkpoint))
-    images = distinct_images(n_images, offset=1000)
-    inputs = [_preprocess(predictor, rgb) for _, rgb in images]
     truck = photo_rgb("truck")
     predictor.set_image(truck)
     truck_input = _preprocess(predictor, truck)
@@ -99,54 +125,81 @@ def measure(model_type: str, n_images: int) -> dict:
         predictor.features = eager_features
         return result
 
-    rates: dict[str, float] = {}
-    ious: dict[str, dict[str, float]] = {}
-    with torch.inference_mode():
-        rates["eager"] = _per_second(lambda x: predictor.model.image_encoder(torch.from_numpy(x)), inputs)
-    ious["eager"] = {kind: 1.0 for kind in PROMPTS}
-    logger.info("%s eager: %.4f img/s", model_type, rates["eager"])
+    def eager(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return predictor.model.image_encoder(torch.from_numpy(x)).numpy()
 
     onnx = samexporter_onnx(model_type, checkpoint)
-    peers = [OnnxRuntimeEncoder(onnx), BareOpenVINOEncoder(onnx, "f32"), BareOpenVINOEncoder(onnx, "bf16")]
-    for peer in peers:
-        rates[peer.name] = _per_second(peer, inputs)
-        ious[peer.name] = mask_iou(peer(truck_input))
-        logger.info("%s %s: %.4f img/s", model_type, peer.name, rates[peer.name])
-    del peers
-
     converted = converted_encoder(CACHE / "segany-cache", checkpoint, None, model_type)
-    for precision in ("fp32", "bf16"):
-        ours = OpenVINOEncoder(converted, precision)
-        name = "ours_in_process" + ("" if precision == "fp32" else "_bf16")
-        rates[name] = _per_second(lambda x, run=ours: run(torch.from_numpy(x)), inputs)
-        ious[name] = mask_iou(ours(torch.from_numpy(truck_input)).numpy())
-        logger.info("%s %s: %.4f img/s", model_type, name, rates[name])
-
-    jpegs = [data for data, _ in images]
-    for name, env in (("ours_served", {}), ("ours_served_bf16", {"SEGANY_PRECISION": "bf16"})):
-        rates[name], features = _served(model_type, checkpoint, jpegs, **env)
-        ious[name] = mask_iou(features)
-        logger.info("%s %s: %.4f img/s", model_type, name, rates[name])
-
-    served, fast = rates["ours_served"], rates["ours_served_bf16"]
-    return {
-        "images_per_s": rates,
-        "mask_iou_vs_eager_fp32": ious,
-        "vs_eager": served / rates["eager"],
-        "vs_onnxruntime": served / rates["onnxruntime"],
-        "vs_openvino_f32": served / rates["openvino_f32"],
-        "vs_openvino_bf16": fast / rates["openvino_bf16"],
-        "in_process_vs_openvino_f32": rates["ours_in_process"] / rates["openvino_f32"],
+    peers: dict[str, tuple[str, Callable[[], Callable[[np.ndarray], np.ndarray]]]] = {
+        "eager": ("ours_served", lambda: eager),
+        "onnxruntime": ("ours_served", lambda: OnnxRuntimeEncoder(onnx)),
+        "openvino_f32": ("ours_served", lambda: BareOpenVINOEncoder(onnx, "f32")),
+        "ours_in_process": ("ours_served", lambda: _numpy(OpenVINOEncoder(converted, "fp32"))),
+        "openvino_bf16": ("ours_served_bf16", lambda: BareOpenVINOEncoder(onnx, "bf16")),
     }
+    pairs: dict[str, dict] = {}
+    ious: dict[str, dict[str, float]] = {"eager": {kind: 1.0 for kind in PROMPTS}}
+    for ours, env in (("ours_served", {}), ("ours_served_bf16", {"SEGANY_PRECISION": "bf16"})):
+        todo = [name for name, (against, _) in peers.items() if against == ours and (only is None or name in only)]
+        if not todo:
+            continue
+        with served(model_type, checkpoint, **env) as embed:
+            ious[ours] = mask_iou(embed(photo_bytes("truck")))
+            for name in todo:
+                peer = peers[name][1]()
+                images = distinct_images(n_images, offset=1000 + 100 * list(peers).index(name))
+                jpegs = [data for data, _ in images]
+                inputs = [_preprocess(predictor, rgb) for _, rgb in images]
+                ours_s, theirs_s = paired_seconds(lambda i: embed(jpegs[i]), lambda i, p=peer: p(inputs[i]), n_images)
+                pairs[name] = {"ours": ours, "ours_s": ours_s, "theirs_s": theirs_s}
+                ious[name] = mask_iou(peer(truck_input))
+                logger.info("%s %s: %.1f s/img vs %s %.1f s/img (%.2fx)", model_type, name, np.mean(theirs_s), ours,
+                            np.mean(ours_s), sum(theirs_s) / sum(ours_s))
+                del peer
+    return {"pairs": pairs, "mask_iou_vs_eager_fp32": ious}
 
 
-def run(model_types: tuple[str, ...] = ("vit_b", "vit_h"), n_images: int = 4) -> dict:
-    results = {model_type: measure(model_type, n_images) for model_type in model_types}
+def summarize(entry: dict) -> dict:
+    """Rates and ratios from the pairs: a ratio is the peer's seconds over ours in its pair
+    (ours per second over theirs); our rate counts every pair our server took part in."""
+    pairs = entry["pairs"]
+    rates = {name: len(pair["theirs_s"]) / sum(pair["theirs_s"]) for name, pair in pairs.items()}
+    for ours in {pair["ours"] for pair in pairs.values()}:
+        mine = [s for pair in pairs.values() if pair["ours"] == ours for s in pair["ours_s"]]
+        rates[ours] = len(mine) / sum(mine)
+    ratio = {name: sum(pair["theirs_s"]) / sum(pair["ours_s"]) for name, pair in pairs.items()}
+    return {**entry, "images_per_s": rates, "vs_eager": ratio["eager"], "vs_onnxruntime": ratio["onnxruntime"],
+            "vs_openvino_f32": ratio["openvino_f32"], "vs_openvino_bf16": ratio["openvino_bf16"],
+            "served_vs_in_process": ratio["ours_in_process"]}
+
+
+def _numpy(encoder: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda x: encoder(torch.from_numpy(x)).numpy()
+
+
+METHOD = "paired: each peer timed image by image alternately with the served /embed"
+
+
+def run(model_types: tuple[str, ...] = ("vit_b", "vit_h"), n_images: int = 4, only: tuple[str, ...] | None = None) -> dict:
+    """Measure ``model_types`` and write encoder.json. Shapes not measured now keep their figures
+    from the previous run if it used the same method (``--encoder-models vit_b`` re-measures one
+    shape), and ``only`` re-measures just the named pairs of a shape, keeping its others."""
+    previous = RESULTS / "encoder.json"
+    models = json.loads(previous.read_text())["models"] if previous.exists() else {}
+    models = {name: figures for name, figures in models.items() if figures.get("method") == METHOD}
+    for model_type in model_types:
+        fresh = measure(model_type, n_images, only)
+        entry = models.get(model_type, {}) if only else {}
+        pairs = {**entry.get("pairs", {}), **fresh["pairs"]}
+        ious = {**entry.get("mask_iou_vs_eager_fp32", {}), **fresh["mask_iou_vs_eager_fp32"]}
+        dates = {**entry.get("dates", {}), **{name: time.strftime("%Y-%m-%d %H:%M") for name in fresh["pairs"]}}
+        models[model_type] = summarize({"method": METHOD, "pairs": pairs, "mask_iou_vs_eager_fp32": ious, "dates": dates})
     cpu = conditions()
     write_result("encoder", {
         "device": "cpu",
-        "models": results,
+        "models": models,
         "bf16_native": cpu["avx512_bf16"],
         "goals": {"vs_openvino_f32": ">= 0.95 (aim 1.0)", "vs_openvino_bf16": ">= 1.0", "mask_iou": ">= 0.999 default, >= 0.98 bf16"},
     })
-    return results
+    return models

@@ -6,7 +6,8 @@
   process, so the server never holds the conversion's memory), kept on disk next to the
   checkpoint cache, and compiled with OpenVINO's model cache, so later starts only read it.
   When it is used, the encoder's weights are never loaded into torch at all: they live
-  once, in OpenVINO.
+  once, in OpenVINO's repacked buffers (the pages of the mapped files it copied them from
+  are given back while it compiles: runners/mapped_pages.py).
 
 ``SEGANY_ENCODER`` picks one: ``auto`` is OpenVINO on CPU when the package is installed,
 torch otherwise.
@@ -27,6 +28,7 @@ from typing import Protocol
 import torch
 
 from .errors import CheckpointError, ConfigError
+from .mapped_pages import ReleasingMappedPages
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +98,8 @@ class OpenVINOEncoder:
             config[props.inference_num_threads] = threads
         if precision == "bf16" and "BF16" not in core.get_property("CPU", props.device.capabilities):
             logger.warning("SEGANY_PRECISION=bf16: this CPU has no bf16 support; OpenVINO runs f32")
-        self.compiled = core.compile_model(str(converted.xml), "CPU", config)
+        with ReleasingMappedPages([converted.xml.parent, converted.compiled_cache]):  # weights held once
+            self.compiled = core.compile_model(str(converted.xml), "CPU", config)
         self.request = self.compiled.create_infer_request()
         self.precision = precision
 

@@ -1,5 +1,6 @@
 """The benchmark suite's own tools: the memory cap that proves "fits in 6 GB", the batch-size
-histogram parser, and the README table built from the committed results."""
+histogram parser, the paired timing of the encoder suite, and the README table built from the
+committed results."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from bench import report
 from bench.batching import batch_sizes
 from bench.common import RESULTS
+from bench.encoder import paired_seconds
 from bench.memcap import MemoryCgroup, cgroup_name, evict_from_page_cache
 
 ALLOCATE = "import sys; blocks = [bytearray(2**20) for _ in range(int(sys.argv[1]))]"
@@ -69,3 +71,40 @@ def test_the_readme_table_has_a_row_per_committed_result() -> None:
     for suite in suites:
         assert markers[suite] in table, suite
     assert table in (RESULTS.parent.parent / "README.md").read_text(), "README table is stale: run python -m bench report"
+
+
+def test_paired_seconds_alternates_the_order_and_warms_the_peer_up() -> None:
+    calls: list[tuple[str, int]] = []
+    ours_s, theirs_s = paired_seconds(lambda i: calls.append(("ours", i)), lambda i: calls.append(("theirs", i)), 4)
+    assert calls == [("theirs", 0), ("theirs", 1), ("ours", 1), ("ours", 2), ("theirs", 2), ("theirs", 3), ("ours", 3)]
+    assert len(ours_s) == len(theirs_s) == 3 and all(s >= 0 for s in ours_s + theirs_s)
+
+
+def _pairs(seconds: float, names=("eager", "onnxruntime", "openvino_f32", "ours_in_process", "openvino_bf16")) -> dict:
+    return {name: {"ours": "ours_served_bf16" if name == "openvino_bf16" else "ours_served",
+                   "ours_s": [1.0, 1.0], "theirs_s": [seconds, seconds]} for name in names}
+
+
+def test_encoder_run_keeps_other_shapes_and_pairs_measured_the_same_way(tmp_path, monkeypatch) -> None:
+    from bench import common, encoder
+
+    def entry(seconds: float, method: str = encoder.METHOD) -> dict:
+        return encoder.summarize({"method": method, "pairs": _pairs(seconds), "mask_iou_vs_eager_fp32": {}})
+
+    previous = {"models": {"vit_h": entry(2.0), "vit_l": entry(3.0, method="sequential")}}
+    (tmp_path / "encoder.json").write_text(json.dumps(previous))
+    monkeypatch.setattr(encoder, "RESULTS", tmp_path)
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    monkeypatch.setattr(encoder, "measure", lambda model_type, n_images, only=None: {
+        "pairs": _pairs(0.5, only or ("eager", "onnxruntime", "openvino_f32", "ours_in_process", "openvino_bf16")),
+        "mask_iou_vs_eager_fp32": {}})
+
+    encoder.run(("vit_b",))
+    models = json.loads((tmp_path / "encoder.json").read_text())["models"]
+    assert set(models) == {"vit_b", "vit_h"}  # vit_l was measured another way
+    assert models["vit_b"]["vs_openvino_f32"] == 0.5 and models["vit_h"]["vs_openvino_f32"] == 2.0
+
+    encoder.run(("vit_h",), only=("openvino_f32",))  # one pair again; the others stay
+    vit_h = json.loads((tmp_path / "encoder.json").read_text())["models"]["vit_h"]
+    assert vit_h["vs_openvino_f32"] == 0.5 and vit_h["vs_eager"] == 2.0
+    assert vit_h["images_per_s"]["openvino_f32"] == 2.0 and vit_h["images_per_s"]["ours_served"] == 1.0
