@@ -48,10 +48,13 @@ def _png_or_json(ctx: bentoml.Context, response: object, png: bytes | None) -> o
 )
 class SegmentAnything:
     def __init__(self) -> None:
+        from runners.prestart import prestart
+
+        early = prestart(SETTINGS)  # the OpenVINO encoder compiles while torch is imported below
         from runners.pipeline import Pipeline  # torch and segment_anything load here, in the worker
 
         self.pipeline = Pipeline(SETTINGS)
-        self.pipeline.start_loading()  # /readyz says 503 until loaded and warmed up
+        self.pipeline.start_loading(early)  # /readyz says 503 until loaded and warmed up
 
     def __is_ready__(self) -> bool:
         return self.pipeline.is_ready

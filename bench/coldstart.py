@@ -2,10 +2,13 @@
 
 The floor is what no server can avoid: a fresh interpreter importing the runtime (torch,
 segment_anything, openvino) and reading the checkpoint's bytes from disk (page cache warm, as on a
-restarted container of the same host; both sides see the same cache). The server's time
+restarted container of the same host; both sides see the same cache). Floor and start are
+measured alternately, three times each, and compared by median. The server's time
 includes BentoML's start, loading (the converted encoder comes from the cache: a priming
-start converts it first, untimed), and the warm-up that ``/readyz`` waits for: a full
-encoder+decoder forward (``SEGANY_WARMUP=full``) or a decoder forward (``decoder``).
+start converts it first, untimed), and the warm-up that ``/readyz`` waits for: a decoder forward
+(the default with OpenVINO) or a full encoder+decoder forward (``SEGANY_WARMUP=full``). The
+"baked" variant starts as an image built with ``--bake-weights`` does: the IR from
+``SEGANY_OPENVINO_DIR``, compiled at start with no compiled blob kept.
 Peak RSS is read from the kernel (VmHWM) after one ``/segment`` request. VmHWM counts the
 file-backed pages of memory-mapped weights, which the kernel can drop under pressure, so the
 vit_h server is also started inside a memory cgroup capped at 6144 MiB (``bench/memcap.py``):
@@ -15,6 +18,7 @@ it fits if it gets ready and serves with no OOM kill.
 from __future__ import annotations
 
 import base64
+import statistics
 import subprocess
 import sys
 import time
@@ -26,15 +30,16 @@ from bench.memcap import MemoryCgroup, cgroup_name, evict_from_page_cache
 from bench.server import ServerProcess
 
 SERVERLESS_MEMORY_MB = 6144  # SageMaker Serverless' largest memory size
+ROUNDS = 3  # floor and start alternated, compared by median
 
 
 def floor_s(checkpoint) -> float:
+    """One fresh interpreter importing the runtime and reading the checkpoint (page cache warm)."""
     code = (
         "import torch, segment_anything, openvino\n"
         f"with open({str(checkpoint)!r}, 'rb') as f:\n"
         "    while f.read(1 << 24): pass\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True)  # warm the page cache
     start = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], check=True)
     return time.perf_counter() - start
@@ -46,33 +51,49 @@ def one_segment(url: str) -> httpx.Response:
     return httpx.post(f"{url}/segment", json={"image": image, "points": [[500, 375]], "labels": [1]}, timeout=3600)
 
 
-def measure(model_type: str, warmup: str, encoder: str = "auto") -> dict:
-    checkpoint = random_checkpoint(model_type)
-    floor = floor_s(checkpoint)
-    env = bench_env(model_type, checkpoint, SEGANY_WARMUP=warmup, SEGANY_ENCODER=encoder)
-    server = ServerProcess(env, CACHE / f"coldstart-{model_type}-{warmup}-{encoder}.log")
+def start_once(server: ServerProcess, serve_one: bool) -> tuple[float, dict[str, float]]:
+    """Seconds from process start to /readyz 200; with ``serve_one``, the peak RSS per process
+    after one /segment request."""
     start = time.perf_counter()
     server.start()
     try:
         server.wait_ready(timeout_s=3600)
         ready_s = time.perf_counter() - start
+        if not serve_one:
+            return ready_s, {}
         one_segment(server.url).raise_for_status()
-        peaks = server.peak_rss_mb()
+        return ready_s, server.peak_rss_mb()
     finally:
         server.stop()
+
+
+def measure(model_type: str, variant: str, rounds: int = ROUNDS, **env: str) -> dict:
+    """``rounds`` floors and starts, alternated (this machine's speed drifts), compared by median.
+    ``env``: the settings that make this variant (none: the defaults)."""
+    checkpoint = random_checkpoint(model_type)
+    floor_s(checkpoint)  # warm the page cache
+    server = ServerProcess(bench_env(model_type, checkpoint, **env), CACHE / f"coldstart-{model_type}-{variant}.log")
+    floors, readies, peaks = [], [], {}
+    for round_ in range(rounds):
+        floors.append(floor_s(checkpoint))
+        ready_s, peaks = start_once(server, serve_one=round_ == rounds - 1)
+        readies.append(ready_s)
+    floor, ready = statistics.median(floors), statistics.median(readies)
     worker = max(peaks.values())
     result = {
         "checkpoint_mb": checkpoint.stat().st_size / 2**20,
         "floor_s": floor,
-        "ready_s": ready_s,
-        "ready_vs_floor": ready_s / floor,
+        "ready_s": ready,
+        "ready_vs_floor": ready / floor,
+        "floor_s_rounds": floors,
+        "ready_s_rounds": readies,
         "peak_rss_mb_by_process": peaks,
         "peak_rss_mb_worker": worker,
         "peak_rss_mb_total": sum(peaks.values()),
         "under_serverless_memory": sum(peaks.values()) < SERVERLESS_MEMORY_MB,
     }
-    logger.info("%s: ready in %.1f s (floor %.1f s, %.2fx); peak RSS %.0f MB total, worker %.0f MB",
-                model_type, ready_s, floor, ready_s / floor, result["peak_rss_mb_total"], worker)
+    logger.info("%s: ready in %.1f s (floor %.1f s, %.2fx; medians of %d); peak RSS %.0f MB total, worker %.0f MB",
+                model_type, ready, floor, ready / floor, rounds, result["peak_rss_mb_total"], worker)
     return result
 
 
@@ -114,15 +135,26 @@ def prime(model_type: str) -> None:
         server.stop()
 
 
+def baked_encoder_dir(model_type: str) -> str:
+    """The converted encoder of the bench checkpoint, as an image built with --bake-weights holds it."""
+    from runners.converted import converted_encoder
+
+    return str(converted_encoder(CACHE / "segany-cache", random_checkpoint(model_type), None, model_type).xml.parent)
+
+
 def run(model_types: tuple[str, ...] = ("tiny", "vit_b", "vit_h")) -> dict:
     results = {}
     for model_type in model_types:
         prime(model_type)
-        for warmup in ("full", "decoder"):
-            results[f"{model_type} ({warmup} warm-up)"] = measure(model_type, warmup)
+        results[f"{model_type} (defaults: decoder warm-up)"] = measure(model_type, "default")
+        results[f"{model_type} (full warm-up)"] = measure(model_type, "full", SEGANY_WARMUP="full")
+        if model_type != "tiny":  # as in an image built with --bake-weights: IR baked, no compiled blob kept
+            results[f"{model_type} (baked encoder: SEGANY_OPENVINO_DIR, compiled at start)"] = measure(
+                model_type, "baked", SEGANY_OPENVINO_DIR=baked_encoder_dir(model_type))
         if model_type.startswith("vit_h"):  # the memory-lean reference path: weights mapped once, in torch
-            results[f"{model_type} (full warm-up, SEGANY_ENCODER=torch)"] = measure(model_type, "full", "torch")
+            results[f"{model_type} (SEGANY_ENCODER=torch, full warm-up)"] = measure(model_type, "torch", SEGANY_ENCODER="torch")
     capped_runs = {f"{model_type} in {limit} MiB": capped(model_type, limit)
                    for model_type in model_types if model_type.startswith("vit_h") for limit in (SERVERLESS_MEMORY_MB, 4608)}
-    write_result("coldstart", {"device": "cpu", "models": results, "memory_capped": capped_runs, "goals": {"peak_rss_mb_total (vit_h)": f"< {SERVERLESS_MEMORY_MB}"}})
+    write_result("coldstart", {"device": "cpu", "rounds": ROUNDS, "models": results, "memory_capped": capped_runs,
+                               "goals": {"peak_rss_mb_total (vit_h)": f"< {SERVERLESS_MEMORY_MB}"}})
     return results

@@ -50,7 +50,8 @@ def conditions() -> dict[str, Any]:
 
 def random_checkpoint(model_type: str) -> Path:
     """A random-init checkpoint of the official shape (seed 0), written once into CACHE."""
-    from runners.models import get_spec, write_checkpoint
+    from runners.models import write_checkpoint
+    from runners.specs import get_spec
 
     path = CACHE / f"sam_{model_type}_random_seed0.pth"
     if not path.is_file():
@@ -131,7 +132,7 @@ def reference_sam(model_type: str, checkpoint: Path):
 
     if model_type in sam_model_registry:
         return sam_model_registry[model_type](checkpoint=str(checkpoint))
-    from runners.models import get_spec
+    from runners.specs import get_spec
 
     spec = get_spec(model_type)
     return _build_sam(spec.encoder_embed_dim, spec.encoder_depth, spec.encoder_num_heads,

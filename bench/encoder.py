@@ -109,7 +109,8 @@ def measure(model_type: str, n_images: int, only: tuple[str, ...] | None = None)
     """The pairs of ``model_type`` (all, or the peers named in ``only``) and the mask IoUs."""
     from segment_anything import SamPredictor
 
-    from runners.encoders import OpenVINOEncoder, converted_encoder
+    from runners.converted import converted_encoder
+    from runners.encoders import OpenVINOEncoder
 
     checkpoint = random_checkpoint(model_type)
     predictor = SamPredictor(reference_sam(model_type, checkpoint))
@@ -135,7 +136,7 @@ def measure(model_type: str, n_images: int, only: tuple[str, ...] | None = None)
         "eager": ("ours_served", lambda: eager),
         "onnxruntime": ("ours_served", lambda: OnnxRuntimeEncoder(onnx)),
         "openvino_f32": ("ours_served", lambda: BareOpenVINOEncoder(onnx, "f32")),
-        "ours_in_process": ("ours_served", lambda: _numpy(OpenVINOEncoder(converted, "fp32"))),
+        "ours_in_process": ("ours_served", lambda: _numpy(OpenVINOEncoder.from_converted(converted, "fp32"))),
         "openvino_bf16": ("ours_served_bf16", lambda: BareOpenVINOEncoder(onnx, "bf16")),
     }
     pairs: dict[str, dict] = {}

@@ -49,7 +49,8 @@ def main(verbose: bool) -> None:
 @click.option("--seed", default=0, show_default=True, help="Seed of random-init weights.")
 def weights(model_type: str, out: Path, random_init: bool, seed: int) -> None:
     """Write a SAM checkpoint: tiny (always generated), random-init, or the official download."""
-    from runners.models import get_spec, write_checkpoint
+    from runners.models import write_checkpoint
+    from runners.specs import get_spec
 
     spec = get_spec(model_type)
     if model_type == "tiny" or random_init:

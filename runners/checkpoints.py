@@ -26,7 +26,7 @@ from typing import Callable, ContextManager
 from urllib.parse import urlparse
 
 from .errors import CheckpointError
-from .models import OFFICIAL_DIGESTS, ModelSpec, write_checkpoint
+from .specs import OFFICIAL_DIGESTS, ModelSpec
 from .progress import Progress, transfer_progress
 from .settings import Settings
 
@@ -146,6 +146,8 @@ def _tiny_checkpoint(settings: Settings, spec: ModelSpec) -> ResolvedCheckpoint:
     path = settings.cache_dir / "checkpoints" / f"sam_{spec.name}_seed0.pth"
     if not path.is_file():
         logger.info("writing the deterministic %s checkpoint to %s", spec.name, path)
+        from .models import write_checkpoint  # torch; this module stays importable without it
+
         try:
             write_checkpoint(spec, path)
         except OSError as exc:

@@ -23,8 +23,9 @@ def convert(checkpoint: Path, model_type: str | None, out: Path) -> Path:
     import openvino as ov
 
     from .attention import use_lean_attention
-    from .encoders import IMAGE_SHAPE, write_manifest
-    from .models import get_spec, load_sam
+    from .converted import IMAGE_SHAPE, write_manifest
+    from .models import load_sam
+    from .specs import get_spec
 
     start = time.perf_counter()
     sam = load_sam(get_spec(model_type) if model_type else None, checkpoint, torch.device("cpu"))

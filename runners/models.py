@@ -14,68 +14,23 @@ from __future__ import annotations
 
 import io
 import logging
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError
+from .specs import MODEL_SPECS, ModelSpec
 
 logger = logging.getLogger(__name__)
 
-OFFICIAL_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 TINY_SEED = 0
 IMAGE_SIZE = 1024
 PATCH_SIZE = 16
 PROMPT_EMBED_DIM = 256
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """The shape of one SAM variant and where its official weights live."""
-
-    name: str
-    encoder_embed_dim: int
-    encoder_depth: int
-    encoder_num_heads: int
-    encoder_global_attn_indexes: tuple[int, ...]
-    checkpoint_filename: str | None = None  # official file name; None for tiny
-    sha256: str | None = None  # digest of the official file
-    size_bytes: int | None = None
-
-    @property
-    def checkpoint_url(self) -> str | None:
-        return OFFICIAL_BASE_URL + self.checkpoint_filename if self.checkpoint_filename else None
-
-
-MODEL_SPECS: dict[str, ModelSpec] = {
-    "vit_h": ModelSpec(
-        "vit_h", 1280, 32, 16, (7, 15, 23, 31), "sam_vit_h_4b8939.pth",
-        "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e", 2_564_550_879,
-    ),
-    "vit_l": ModelSpec(
-        "vit_l", 1024, 24, 16, (5, 11, 17, 23), "sam_vit_l_0b3195.pth",
-        "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622", 1_249_524_607,
-    ),
-    "vit_b": ModelSpec(
-        "vit_b", 768, 12, 12, (2, 5, 8, 11), "sam_vit_b_01ec64.pth",
-        "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912", 375_042_383,
-    ),
-    "tiny": ModelSpec("tiny", 64, 2, 2, (1,)),
-}
-
-OFFICIAL_DIGESTS = {spec.checkpoint_url: spec.sha256 for spec in MODEL_SPECS.values() if spec.checkpoint_url}
-
-
-def get_spec(name: str) -> ModelSpec:
-    try:
-        return MODEL_SPECS[name]
-    except KeyError:
-        raise ConfigError(f"unknown model type {name!r}; choose one of {', '.join(MODEL_SPECS)}.") from None
 
 
 def build_sam(spec: ModelSpec, device: torch.device | str | None = None) -> Sam:

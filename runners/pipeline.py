@@ -25,15 +25,18 @@ import torch
 from . import responses
 from .cache import CachedImage, EmbeddingCache
 from .checkpoints import resolve_checkpoint
-from .encoders import Encoder, OpenVINOEncoder, TorchEncoder, choose_backend, converted_encoder
+from .converted import compile_for
+from .encoders import Encoder, OpenVINOEncoder, TorchEncoder, choose_backend
 from .errors import ImageNotFound, NotReady, Overloaded, PromptError, SegAnyError
 from .everything import segment_everything
 from .inputs import ImageLimits, check_image_id, decode_base64, decode_image, image_id_of
 from .lifecycle import fail_startup
-from .models import get_spec, load_sam
+from .models import load_sam
+from .prestart import Prestart
 from .sam import ImageEmbedding, PreparedImage, Prompts, SamEngine, autocast_dtype, select_device
 from .schemas import EmbedRequest, EmbedResponse, EverythingRequest, EverythingResponse, ImageRequest, SegmentRequest, SegmentResponse
 from .settings import Settings
+from .specs import get_spec
 from .urlfetch import UrlPolicy, fetch_url
 
 logger = logging.getLogger(__name__)
@@ -73,24 +76,31 @@ class Pipeline:
 
     # --- loading ---------------------------------------------------------------------------
 
-    def load(self) -> None:
-        """Resolve and load the checkpoint, then warm up. Blocking; raises SegAnyError."""
+    def load(self, early: Prestart | None = None) -> None:
+        """Resolve and load the checkpoint, then warm up. Blocking; raises SegAnyError.
+
+        ``early``: a prestart already resolving the checkpoint and compiling the OpenVINO
+        encoder (runners/prestart.py); its results are used where this would make them.
+        """
         settings = self.settings
         requested = get_spec(settings.model_type) if settings.model_type else None
         device = select_device(settings.device)
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
-        checkpoint = resolve_checkpoint(settings, requested or get_spec("vit_h"))
         backend = choose_backend(settings.encoder, device)
+        autocast = autocast_dtype(settings.precision, device)
+        checkpoint = early.checkpoint.result() if early else resolve_checkpoint(settings, requested or get_spec("vit_h"))
         logger.info("loading %s from %s on %s (%s encoder)", settings.model_type or "SAM", checkpoint.path, device, backend)
         model = load_sam(requested, checkpoint.path, device, with_encoder=backend == "torch")
         spec = get_spec(model.segany_model_type)
         self.model_name = spec.name
-        autocast = autocast_dtype(settings.precision, device)
         if backend == "openvino":
-            converted = converted_encoder(settings.cache_dir, checkpoint.path, checkpoint.sha256, spec.name,
-                                          settings.openvino_dir)
-            encoder: Encoder = OpenVINOEncoder(converted, "bf16" if autocast == torch.bfloat16 else "fp32", settings.torch_threads)
+            precision = "bf16" if autocast == torch.bfloat16 else "fp32"
+            if early is not None and early.precision == precision:
+                compiled = early.compiled.result()
+            else:
+                compiled = compile_for(settings, checkpoint, spec.name, precision)
+            encoder: Encoder = OpenVINOEncoder(compiled, precision)
         else:
             encoder = TorchEncoder(model.image_encoder, device, autocast)
         engine = SamEngine(model, device, encoder)
@@ -99,18 +109,20 @@ class Pipeline:
         )
         digest = checkpoint.sha256[:12] if checkpoint.sha256 else "unverified"
         self.cache = EmbeddingCache(settings.embedding_cache_bytes, f"{spec.name}:{digest}:{backend}:{autocast}")
-        if settings.warmup != "off":
-            engine.warm_up(encoder=settings.warmup == "full")
+        warmup = settings.warmup if settings.warmup != "auto" else "decoder" if backend == "openvino" else "full"
+        if warmup != "off":
+            engine.warm_up(encoder=warmup == "full")
         self.engine = engine
         self._ready.set()
-        logger.info("model %s ready (%s, %s encoder, precision %s)", spec.name, device, backend, autocast or "fp32")
+        logger.info("model %s ready (%s, %s encoder, precision %s, %s warm-up)", spec.name, device, backend,
+                    autocast or "fp32", warmup)
 
-    def start_loading(self) -> threading.Thread:
+    def start_loading(self, early: Prestart | None = None) -> threading.Thread:
         """Load in a background thread; a failure ends the process with a non-zero status."""
 
         def run() -> None:
             try:
-                self.load()
+                self.load(early)
             except SegAnyError as exc:
                 fail_startup(exc.message)
             except Exception as exc:  # noqa: BLE001 - anything else is a start-up failure too

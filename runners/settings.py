@@ -19,7 +19,8 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 BATCH_STACKING = ("auto", "stack", "sequential")
 ENCODERS = ("auto", "torch", "openvino")
-WARMUPS = ("full", "decoder", "off")
+COMPILED_CACHES = ("auto", "on", "off")
+WARMUPS = ("auto", "full", "decoder", "off")
 URL_SCHEMES = ("https", "http", "s3", "gs")
 SAGEMAKER_MODEL_DIR = "/opt/ml/model"
 
@@ -56,6 +57,12 @@ class Settings:
     # SEGANY_OPENVINO_DIR: an encoder converted ahead of time by `segany convert` (else converted
     # on first start into the cache).
     openvino_dir: Path | None = None
+    # SEGANY_COMPILED_CACHE: keep OpenVINO's compiled encoder (a blob as large as the weights)
+    # under SEGANY_CACHE_DIR, so that later starts read it instead of compiling (vit_h: 4-6 s
+    # instead of 8). auto = on, except for an encoder from SEGANY_OPENVINO_DIR (a baked image):
+    # each instance of an image starts on a fresh disk, where writing the blob costs more than it
+    # saves (vit_h: ~20 s and 2.7 GB, and Cloud Run's disk is memory).
+    compiled_cache: str = "auto"
     # SEGANY_TORCH_THREADS: intra-op threads for torch; 0 = torch's default (all cores).
     torch_threads: int = 0
     # SEGANY_CACHE_MB: bound of the image-embedding cache, in MiB.
@@ -91,7 +98,14 @@ class Settings:
     url_timeout_s: float = 15.0
     # SEGANY_WARMUP: before reporting ready, "full" runs one encoder and one decoder forward,
     # "decoder" only a decoder forward (the encoder is compiled/loaded but not run), "off" none.
-    warmup: str = "full"
+    # auto = "decoder" for the OpenVINO encoder (compiled before ready: its first forward is no
+    # slower than the next, so a full warm-up would only delay readiness by one encoder run,
+    # vit_h ~50 s on 2 cores), "full" for torch (CUDA's first forward initialises its libraries).
+    warmup: str = "auto"
+
+    @property
+    def keeps_compiled_encoder(self) -> bool:
+        return self.compiled_cache == "on" or (self.compiled_cache == "auto" and self.openvino_dir is None)
 
     @property
     def max_body_bytes(self) -> int:
@@ -115,6 +129,7 @@ class Settings:
             precision=read.choice("SEGANY_PRECISION", PRECISIONS, cls.precision),
             encoder=read.choice("SEGANY_ENCODER", ENCODERS, cls.encoder),
             openvino_dir=read.path("SEGANY_OPENVINO_DIR"),
+            compiled_cache=read.choice("SEGANY_COMPILED_CACHE", COMPILED_CACHES, cls.compiled_cache),
             torch_threads=read.number("SEGANY_TORCH_THREADS", int, cls.torch_threads, minimum=0),
             embedding_cache_mb=read.number("SEGANY_CACHE_MB", float, cls.embedding_cache_mb, minimum=0),
             max_batch_size=read.number("SEGANY_MAX_BATCH_SIZE", int, cls.max_batch_size, minimum=1),
@@ -175,7 +190,7 @@ class _Reader:
         aliases = {"1": "full", "true": "full", "on": "full", "0": "off", "false": "off", "no": "off"}
         value = aliases.get(raw, raw)
         if value not in WARMUPS:
-            raise ConfigError(f"{name}={raw!r} is not one of {', '.join(WARMUPS)}; for example {name}=full.")
+            raise ConfigError(f"{name}={raw!r} is not one of {', '.join(WARMUPS)}; for example {name}=auto.")
         return value
 
     def items(self, name: str, default: tuple[str, ...], allowed: tuple[str, ...] | None = None) -> tuple[str, ...]:

@@ -34,7 +34,8 @@ SERVER_LIMITS = {
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from runners.models import get_spec, write_checkpoint
+    from runners.models import write_checkpoint
+    from runners.specs import get_spec
 
     return write_checkpoint(get_spec("tiny"), tmp_path_factory.mktemp("weights") / "tiny.pth")
 

@@ -11,7 +11,8 @@ import pytest
 
 from runners.checkpoints import resolve_checkpoint
 from runners.errors import CheckpointError
-from runners.models import get_spec, write_checkpoint
+from runners.models import write_checkpoint
+from runners.specs import get_spec
 from runners.settings import Settings
 
 TINY = get_spec("tiny")
@@ -148,7 +149,7 @@ def test_s3_and_gcs_downloads(settings, moto_s3, fake_gcs, tiny_bytes):
 
 
 def test_official_urls_have_known_digests():
-    from runners.models import MODEL_SPECS, OFFICIAL_DIGESTS
+    from runners.specs import MODEL_SPECS, OFFICIAL_DIGESTS
 
     for name in ("vit_h", "vit_l", "vit_b"):
         spec = MODEL_SPECS[name]

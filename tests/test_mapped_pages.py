@@ -85,12 +85,14 @@ def test_the_context_releases_what_was_mapped_inside_it(weights_file, tmp_path):
 
 def test_openvino_encoder_holds_no_mapped_weight_pages_after_compiling(tiny_checkpoint, tmp_path):
     pytest.importorskip("openvino")
-    from runners.encoders import OpenVINOEncoder, TorchEncoder, converted_encoder
-    from runners.models import get_spec, load_sam
+    from runners.converted import converted_encoder
+    from runners.encoders import OpenVINOEncoder, TorchEncoder
+    from runners.models import load_sam
+    from runners.specs import get_spec
 
     converted = converted_encoder(tmp_path, tiny_checkpoint, None, "tiny")
     for start in ("first (compiles the IR)", "second (imports the compiled blob)"):
-        encoder = OpenVINOEncoder(converted, "fp32")
+        encoder = OpenVINOEncoder.from_converted(converted, "fp32")
         assert read_only_mappings([tmp_path]), start  # OpenVINO does keep the files mapped...
         assert resident_kb(tmp_path) < 256, start  # ...but none of their pages stay resident
         x = torch.randn(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(2))

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from runners.errors import CheckpointError
-from runners.models import MODEL_SPECS, build_sam, get_spec, load_sam
+from runners.models import build_sam, load_sam
+from runners.specs import MODEL_SPECS, get_spec
 from runners.sam import Prompts, SamEngine
 from tests.photos import photo_rgb
 

@@ -13,8 +13,10 @@ import torch
 from segment_anything import SamPredictor
 
 from bench.server import ServerProcess
-from runners.encoders import OpenVINOEncoder, TorchEncoder, converted_encoder
-from runners.models import get_spec, load_sam
+from runners.converted import converted_encoder
+from runners.encoders import OpenVINOEncoder, TorchEncoder
+from runners.models import load_sam
+from runners.specs import get_spec
 from tests.client import array, ok, photo_b64, result_masks, result_scores
 from tests.conftest import server_env
 from tests.photos import PHOTOS, photo_rgb
@@ -45,7 +47,7 @@ def test_conversion_is_cached(converted, tiny_checkpoint):
 
 
 def test_openvino_embeddings_match_torch(converted, tiny_checkpoint, reference_model):
-    encoder = OpenVINOEncoder(converted, "fp32")
+    encoder = OpenVINOEncoder.from_converted(converted, "fp32")
     x = torch.randn(2, 3, 1024, 1024, generator=torch.Generator().manual_seed(1))
     reference = TorchEncoder(reference_model.image_encoder, torch.device("cpu"), None)(x)
     ours = encoder(x)
@@ -75,7 +77,9 @@ def openvino_server(tiny_checkpoint, tmp_path_factory, _moto_server, _fake_gcs_s
 def test_default_path_masks_match_eager_fp32(openvino_server, reference_model, name):
     import httpx
 
-    assert "openvino encoder" in openvino_server.log()
+    start_log = openvino_server.log_path.read_text()
+    assert "openvino encoder" in start_log
+    assert "compiling the OpenVINO encoder while torch loads" in start_log  # runners/prestart.py
     predictor = SamPredictor(reference_model)
     predictor.set_image(photo_rgb(name))
     with httpx.Client(base_url=openvino_server.url, timeout=120) as client:

@@ -37,6 +37,7 @@ def test_every_variable_is_read():
         "SEGANY_URL_ALLOW_HOSTS": "127.0.0.1,Example.com",
         "SEGANY_URL_TIMEOUT_S": "0.5",
         "SEGANY_WARMUP": "off",
+        "SEGANY_COMPILED_CACHE": "Off",
     }
     s = Settings.from_env(env)
     assert (s.model_type, s.checkpoint, s.checkpoint_sha256) == ("tiny", "s3://bucket/sam.pth", "a" * 64)
@@ -47,6 +48,18 @@ def test_every_variable_is_read():
     assert s.url_schemes == ("https", "http")
     assert s.url_allow_hosts == ("127.0.0.1", "example.com")
     assert (s.url_timeout_s, s.warmup) == (0.5, "off")
+    assert (s.compiled_cache, s.keeps_compiled_encoder) == ("off", False)
+
+
+@pytest.mark.parametrize("value, openvino_dir, keeps", [
+    ("auto", None, True),  # converted into the cache on this disk: keep the blob beside it
+    ("auto", "/opt/segany/openvino", False),  # a baked image: every instance starts on a fresh disk
+    ("on", "/opt/segany/openvino", True),
+    ("off", None, False),
+])
+def test_compiled_encoder_cache(value, openvino_dir, keeps):
+    env = {"SEGANY_COMPILED_CACHE": value, **({"SEGANY_OPENVINO_DIR": openvino_dir} if openvino_dir else {})}
+    assert Settings.from_env(env).keeps_compiled_encoder is keeps
 
 
 @pytest.mark.parametrize(
@@ -61,6 +74,7 @@ def test_every_variable_is_read():
         ({"SEGANY_WARMUP": "maybe"}, ["SEGANY_WARMUP", "decoder"]),
         ({"SEGANY_ENCODER": "tensorrt"}, ["SEGANY_ENCODER", "openvino"]),
         ({"SEGANY_PRECISION": "int4"}, ["SEGANY_PRECISION"]),
+        ({"SEGANY_COMPILED_CACHE": "maybe"}, ["SEGANY_COMPILED_CACHE", "auto"]),
     ],
 )
 def test_bad_values_name_the_variable_and_the_fix(env, names):

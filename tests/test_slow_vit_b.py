@@ -8,7 +8,8 @@ import pytest
 from segment_anything import SamAutomaticMaskGenerator, SamPredictor, sam_model_registry
 
 from bench.server import ServerProcess
-from runners.models import get_spec, write_checkpoint
+from runners.models import write_checkpoint
+from runners.specs import get_spec
 from tests.client import array, b64, ok, photo_b64, result_masks, result_scores
 from tests.conftest import server_env
 from tests.photos import photo_rgb, small_photo_png, small_photo_rgb

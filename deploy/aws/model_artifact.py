@@ -13,7 +13,8 @@ from pathlib import Path
 
 from runners.checkpoints import resolve_checkpoint
 from runners.errors import CheckpointError
-from runners.models import MODEL_SPECS, get_spec, spec_of
+from runners.models import spec_of
+from runners.specs import MODEL_SPECS, get_spec
 from runners.progress import transfer_progress
 from runners.settings import Settings
 

@@ -1,0 +1,81 @@
+"""Loading's torch-free half, started before the worker imports torch.
+
+A fresh worker spends 5-7 s importing torch and segment_anything (the cold-start floor counts
+that too), and compiling the converted OpenVINO encoder takes seconds more (vit_h: 3-6 s from
+its cached blob). The compile needs neither torch nor segment_anything, and OpenVINO releases
+the GIL while it compiles, so on two cores both run at once (vit_h measured here: 8-11 s one
+after the other, 6.3 s together). ``prestart`` runs on a thread: resolving the checkpoint
+(download, digest check), then finding or converting the IR, then compiling it;
+``Pipeline.load`` takes the results where it would otherwise make them.
+
+It starts only when the plan is certain without torch: ``SEGANY_MODEL`` set, the OpenVINO
+encoder (``SEGANY_ENCODER`` auto or openvino, with openvino installed), a CPU
+(``SEGANY_DEVICE=cpu``, or auto on a machine without an NVIDIA driver, where torch cannot see
+CUDA either) and precision fp32 or bf16. Otherwise ``prestart`` returns None and loading runs
+step by step, as it always does for CUDA.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+from .checkpoints import ResolvedCheckpoint, resolve_checkpoint
+from .converted import compile_for, openvino_available
+from .settings import Settings
+from .specs import get_spec
+
+logger = logging.getLogger(__name__)
+
+NVIDIA_DRIVER_PATHS = (Path("/proc/driver/nvidia"), Path("/dev/nvidiactl"))
+CPU_PRECISIONS = {"auto": "fp32", "fp32": "fp32", "bf16": "bf16"}  # as runners.sam.autocast_dtype on CPU
+
+
+class Prestart:
+    """The checkpoint and the compiled OpenVINO encoder, being made on a background thread.
+
+    ``checkpoint`` and ``compiled`` are futures: ``result()`` waits, and raises what the thread
+    raised (a CheckpointError, for instance), so failures end the start as they always did.
+    """
+
+    def __init__(self, settings: Settings, precision: str) -> None:
+        self.precision = precision  # "fp32" or "bf16": what the encoder is compiled for
+        self.checkpoint: Future[ResolvedCheckpoint] = Future()
+        self.compiled: Future[Any] = Future()  # an openvino.CompiledModel
+        self._settings = settings
+        self._thread = threading.Thread(target=self._run, name="segany-prestart", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        settings = self._settings
+        model_type = settings.model_type or ""
+        try:
+            checkpoint = resolve_checkpoint(settings, get_spec(model_type))
+        except BaseException as exc:  # noqa: BLE001 - handed to the loader, which reports it
+            self.checkpoint.set_exception(exc)
+            self.compiled.set_exception(exc)
+            return
+        self.checkpoint.set_result(checkpoint)
+        try:
+            self.compiled.set_result(compile_for(settings, checkpoint, model_type, self.precision))
+        except BaseException as exc:  # noqa: BLE001
+            self.compiled.set_exception(exc)
+
+
+def nvidia_driver_present() -> bool:
+    return any(path.exists() for path in NVIDIA_DRIVER_PATHS)
+
+
+def prestart(settings: Settings) -> Prestart | None:
+    """Start the torch-free half of loading now, or None when its plan needs torch to decide."""
+    if not settings.model_type or settings.encoder == "torch" or settings.precision not in CPU_PRECISIONS:
+        return None
+    if settings.device == "cuda" or (settings.device == "auto" and nvidia_driver_present()):
+        return None
+    if not openvino_available():
+        return None  # auto falls back to torch; openvino reports the missing package at load
+    logger.info("compiling the OpenVINO encoder while torch loads")
+    return Prestart(settings, CPU_PRECISIONS[settings.precision])

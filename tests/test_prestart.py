@@ -1,0 +1,141 @@
+"""The torch-free prestart: the OpenVINO encoder compiles while the worker imports torch.
+
+What it must guarantee: it never imports torch (or the overlap is gone), loading uses what it
+made instead of compiling again, its failures end the start as the same errors, and it stays
+out of the way whenever only torch can tell the plan (CUDA, no model type, ...). The served
+equality of the default path (which runs through it) is tests/test_openvino.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from runners import pipeline as pipeline_module
+from runners import prestart as prestart_module
+from runners.converted import compile_for
+from runners.errors import CheckpointError
+from runners.pipeline import Pipeline
+from runners.prestart import Prestart, prestart
+from runners.settings import Settings
+
+pytest.importorskip("openvino")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def converted_cache(tmp_path_factory, tiny_checkpoint) -> Path:
+    """A cache holding tiny's converted encoder (converted once for the module)."""
+    cache = tmp_path_factory.mktemp("prestart-cache")
+    early = prestart(tiny_settings(tiny_checkpoint, cache))
+    assert early is not None
+    early.compiled.result(timeout=300)
+    return cache
+
+
+@pytest.fixture
+def no_nvidia_driver(monkeypatch, tmp_path):
+    monkeypatch.setattr(prestart_module, "NVIDIA_DRIVER_PATHS", (tmp_path / "absent",))
+
+
+def tiny_settings(checkpoint: Path, cache: Path, **changes) -> Settings:
+    base = Settings(model_type="tiny", checkpoint=str(checkpoint), cache_dir=cache, device="cpu", warmup="decoder")
+    return dataclasses.replace(base, **changes)
+
+
+@pytest.mark.parametrize("changes", [
+    {"model_type": None},  # the model type is read off the checkpoint, with torch
+    {"encoder": "torch"},
+    {"device": "cuda"},
+    {"precision": "fp16"},  # CUDA only: loading reports it
+])
+def test_no_prestart_when_the_plan_needs_torch(changes, tiny_checkpoint, tmp_path):
+    assert prestart(tiny_settings(tiny_checkpoint, tmp_path, **changes)) is None
+
+
+def test_device_auto_prestarts_only_without_an_nvidia_driver(monkeypatch, tiny_checkpoint, converted_cache, tmp_path):
+    settings = tiny_settings(tiny_checkpoint, converted_cache, device="auto")
+    monkeypatch.setattr(prestart_module, "NVIDIA_DRIVER_PATHS", (tmp_path,))  # a driver: torch may pick CUDA
+    assert prestart(settings) is None
+    monkeypatch.setattr(prestart_module, "NVIDIA_DRIVER_PATHS", (tmp_path / "absent",))
+    early = prestart(settings)
+    assert isinstance(early, Prestart) and early.precision == "fp32"
+    early.compiled.result(timeout=120)
+
+
+def test_no_prestart_without_openvino(monkeypatch, tiny_checkpoint, tmp_path):
+    monkeypatch.setattr(prestart_module, "openvino_available", lambda: False)
+    assert prestart(tiny_settings(tiny_checkpoint, tmp_path)) is None
+
+
+def test_prestart_never_imports_torch(tiny_checkpoint, converted_cache):
+    """Run where nothing imported torch yet, as in a fresh worker: the whole prestart
+    (checkpoint, IR, compile) must finish with torch and segment_anything still unimported."""
+    code = (
+        "import json, sys\n"
+        "from runners.prestart import prestart\n"
+        "from runners.settings import Settings\n"
+        "early = prestart(Settings.from_env())\n"
+        "compiled = early.compiled.result(timeout=300)\n"
+        "print(json.dumps({'inputs': [list(i.get_shape()) for i in compiled.inputs],\n"
+        "                  'imported': sorted(m for m in ('torch', 'segment_anything', 'torchvision') if m in sys.modules)}))\n"
+    )
+    env = {**os.environ, "SEGANY_MODEL": "tiny", "SEGANY_CHECKPOINT": str(tiny_checkpoint),
+           "SEGANY_CACHE_DIR": str(converted_cache), "SEGANY_DEVICE": "cpu"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report == {"inputs": [[1, 3, 1024, 1024]], "imported": []}
+
+
+def test_load_uses_the_prestarted_encoder(monkeypatch, no_nvidia_driver, tiny_checkpoint, converted_cache,
+                                          reference_model):
+    settings = tiny_settings(tiny_checkpoint, converted_cache)
+    early = prestart(settings)
+    assert early is not None
+    compiled = early.compiled.result(timeout=120)
+
+    def compile_again(*args, **kwargs):
+        raise AssertionError("loading compiled the encoder a second time")
+
+    monkeypatch.setattr(pipeline_module, "compile_for", compile_again)
+    pipeline = Pipeline(settings)
+    pipeline.load(early)
+    assert pipeline.engine is not None and pipeline.engine.encoder.compiled is compiled
+    x = torch.randn(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        reference = reference_model.image_encoder(x)
+    assert (pipeline.engine.encode(x) - reference).abs().max() <= 1e-4 * reference.abs().max()
+
+
+def test_a_failed_prestart_fails_loading_with_the_same_error(no_nvidia_driver, tmp_path):
+    settings = tiny_settings(tmp_path / "missing.pth", tmp_path / "cache")
+    with pytest.raises(CheckpointError) as in_order:
+        Pipeline(settings).load()
+    early = prestart(settings)
+    assert early is not None
+    with pytest.raises(CheckpointError) as prestarted:
+        Pipeline(settings).load(early)
+    assert prestarted.value.message == in_order.value.message and "no such file" in prestarted.value.message
+
+
+def test_a_baked_encoder_is_compiled_without_writing_a_blob(tiny_checkpoint, converted_cache, tmp_path):
+    """SEGANY_OPENVINO_DIR (an image's encoder, converted at build time): by default no
+    compiled blob is written to the instance's fresh disk; SEGANY_COMPILED_CACHE=on writes one."""
+    from runners.checkpoints import ResolvedCheckpoint
+
+    baked = next((converted_cache / "openvino").iterdir())
+    checkpoint = ResolvedCheckpoint(tiny_checkpoint, str(tiny_checkpoint), None)
+    fresh = tmp_path / "fresh"
+    settings = tiny_settings(tiny_checkpoint, fresh, openvino_dir=baked)
+    assert compile_for(settings, checkpoint, "tiny", "fp32").inputs
+    assert not list(fresh.rglob("*.blob"))
+    compile_for(dataclasses.replace(settings, compiled_cache="on"), checkpoint, "tiny", "fp32")
+    assert list((fresh / "openvino-compiled").rglob("*.blob"))
