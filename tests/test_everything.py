@@ -85,3 +85,16 @@ def test_defaults_are_the_automatic_mask_generators():
     fields = EverythingRequest.model_fields
     for name in EverythingRequest(image="x").generator_kwargs():
         assert fields[name].default == signature[name].default, name
+
+
+def test_rles_are_handed_to_the_generator_not_deep_copied():
+    """MaskData.cat deep-copies lists; ours are handed over: the same RLE objects come out."""
+    from segment_anything.utils.amg import MaskData
+
+    from runners.everything import HandedOver
+
+    first, second = {"size": [2, 2], "counts": [1, 2, 1]}, {"size": [2, 2], "counts": [4]}
+    data = MaskData()
+    data.cat(MaskData(rles=HandedOver([first])))
+    data.cat(MaskData(rles=HandedOver([second])))
+    assert data["rles"] == [first, second] and data["rles"][0] is first and data["rles"][1] is second
