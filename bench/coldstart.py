@@ -127,12 +127,8 @@ def capped(model_type: str, limit_mb: int = SERVERLESS_MEMORY_MB) -> dict:
 
 def prime(model_type: str) -> None:
     """One start to convert the encoder (once per checkpoint); the timed starts reuse it."""
-    server = ServerProcess(bench_env(model_type, random_checkpoint(model_type), SEGANY_WARMUP="off"),
-                           CACHE / f"coldstart-{model_type}-prime.log").start()
-    try:
-        server.wait_ready(timeout_s=3600)
-    finally:
-        server.stop()
+    start_once(ServerProcess(bench_env(model_type, random_checkpoint(model_type), SEGANY_WARMUP="off"),
+                             CACHE / f"coldstart-{model_type}-prime.log"), serve_one=False)
 
 
 def baked_encoder_dir(model_type: str) -> str:

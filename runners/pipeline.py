@@ -25,7 +25,7 @@ import torch
 from . import responses
 from .cache import CachedImage, EmbeddingCache
 from .checkpoints import resolve_checkpoint
-from .converted import compile_for
+from .converted import OPENVINO_PRECISIONS, compile_for
 from .encoders import Encoder, OpenVINOEncoder, TorchEncoder, choose_backend
 from .errors import ImageNotFound, NotReady, Overloaded, PromptError, SegAnyError
 from .everything import segment_everything
@@ -95,8 +95,8 @@ class Pipeline:
         spec = get_spec(model.segany_model_type)
         self.model_name = spec.name
         if backend == "openvino":
-            precision = "bf16" if autocast == torch.bfloat16 else "fp32"
-            if early is not None and early.precision == precision:
+            precision = OPENVINO_PRECISIONS[settings.precision]  # as the prestart compiled it
+            if early is not None:
                 compiled = early.compiled.result()
             else:
                 compiled = compile_for(settings, checkpoint, spec.name, precision)

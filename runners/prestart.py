@@ -24,14 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoints import ResolvedCheckpoint, resolve_checkpoint
-from .converted import compile_for, openvino_available
+from .converted import OPENVINO_PRECISIONS, compile_for, openvino_available
 from .settings import Settings
 from .specs import get_spec
 
 logger = logging.getLogger(__name__)
 
 NVIDIA_DRIVER_PATHS = (Path("/proc/driver/nvidia"), Path("/dev/nvidiactl"))
-CPU_PRECISIONS = {"auto": "fp32", "fp32": "fp32", "bf16": "bf16"}  # as runners.sam.autocast_dtype on CPU
 
 
 class Prestart:
@@ -71,11 +70,11 @@ def nvidia_driver_present() -> bool:
 
 def prestart(settings: Settings) -> Prestart | None:
     """Start the torch-free half of loading now, or None when its plan needs torch to decide."""
-    if not settings.model_type or settings.encoder == "torch" or settings.precision not in CPU_PRECISIONS:
+    if not settings.model_type or settings.encoder == "torch" or settings.precision not in OPENVINO_PRECISIONS:
         return None
     if settings.device == "cuda" or (settings.device == "auto" and nvidia_driver_present()):
         return None
     if not openvino_available():
         return None  # auto falls back to torch; openvino reports the missing package at load
     logger.info("compiling the OpenVINO encoder while torch loads")
-    return Prestart(settings, CPU_PRECISIONS[settings.precision])
+    return Prestart(settings, OPENVINO_PRECISIONS[settings.precision])

@@ -91,13 +91,13 @@ def test_openvino_encoder_holds_no_mapped_weight_pages_after_compiling(tiny_chec
     from runners.specs import get_spec
 
     converted = converted_encoder(tmp_path, tiny_checkpoint, None, "tiny")
+    x = torch.randn(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(2))
+    reference = TorchEncoder(load_sam(get_spec("tiny"), tiny_checkpoint, torch.device("cpu")).image_encoder,
+                             torch.device("cpu"), None)(x)
     for start in ("first (compiles the IR)", "second (imports the compiled blob)"):
         encoder = OpenVINOEncoder.from_converted(converted, "fp32")
         assert read_only_mappings([tmp_path]), start  # OpenVINO does keep the files mapped...
         assert resident_kb(tmp_path) < 256, start  # ...but none of their pages stay resident
-        x = torch.randn(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(2))
-        reference = TorchEncoder(load_sam(get_spec("tiny"), tiny_checkpoint, torch.device("cpu")).image_encoder,
-                                 torch.device("cpu"), None)(x)
         ours = encoder(x)
         assert (ours - reference).abs().max() <= 1e-4 * reference.abs().max(), start
         del encoder
