@@ -10,13 +10,12 @@ returned as ``image_id``. Settings: ``SEGANY_*`` variables, see runners/settings
 
 from __future__ import annotations
 
-import logging
-
 import bentoml
 from starlette.responses import Response
 
 from runners.edge import RequestEdge, json_errors
 from runners.lifecycle import install_exit_hook
+from runners.prestart import start_in_worker
 from runners.schemas import (
     EmbedRequest,
     EmbedResponse,
@@ -25,12 +24,13 @@ from runners.schemas import (
     SegmentRequest,
     SegmentResponse,
 )
+from runners.server_logging import use_info_level
 from runners.settings import Settings
 
 SETTINGS = Settings.from_env()  # a bad SEGANY_* value stops `bentoml serve` here, before it binds
 install_exit_hook()
-for _name in ("runners", "deploy"):  # BentoML's root logger keeps WARNING; ours report progress at INFO
-    logging.getLogger(_name).setLevel(logging.INFO)
+use_info_level()
+start_in_worker(SETTINGS, bentoml.server_context.worker_index)  # the OpenVINO encoder starts compiling
 
 
 def _png_or_json(ctx: bentoml.Context, response: object, png: bytes | None) -> object:
@@ -48,9 +48,11 @@ def _png_or_json(ctx: bentoml.Context, response: object, png: bytes | None) -> o
 )
 class SegmentAnything:
     def __init__(self) -> None:
-        from runners.prestart import prestart
+        from runners.prestart import take_prestart
+        from runners.server_logging import release
 
-        early = prestart(SETTINGS)  # the OpenVINO encoder compiles while torch is imported below
+        release()  # what an early start logged, now that BentoML has named this worker
+        early = take_prestart(SETTINGS)  # the OpenVINO encoder compiles while torch is imported below
         from runners.pipeline import Pipeline  # torch and segment_anything load here, in the worker
 
         self.pipeline = Pipeline(SETTINGS)

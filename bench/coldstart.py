@@ -3,7 +3,9 @@
 The floor is what no server can avoid: a fresh interpreter importing the runtime (torch,
 segment_anything, openvino) and reading the checkpoint's bytes from disk (page cache warm, as on a
 restarted container of the same host; both sides see the same cache). Floor and start are
-measured alternately, three times each, and compared by median. The server's time
+measured alternately, three times each, and compared by median. The server starts as the image
+starts it (``segany entrypoint``: one process, BentoML's service worker on the port), and once
+as ``bentoml serve`` (a supervisor process, then the worker). Its time
 includes BentoML's start, loading (the converted encoder comes from the cache: a priming
 start converts it first, untimed), and the warm-up that ``/readyz`` waits for: a decoder forward
 (the default with OpenVINO) or a full encoder+decoder forward (``SEGANY_WARMUP=full``). The
@@ -27,7 +29,7 @@ import httpx
 
 from bench.common import CACHE, bench_env, logger, photo_bytes, random_checkpoint, write_result
 from bench.memcap import MemoryCgroup, cgroup_name, evict_from_page_cache
-from bench.server import ServerProcess
+from bench.server import ServerProcess, entrypoint_process
 
 SERVERLESS_MEMORY_MB = 6144  # SageMaker Serverless' largest memory size
 ROUNDS = 3  # floor and start alternated, compared by median
@@ -67,12 +69,15 @@ def start_once(server: ServerProcess, serve_one: bool) -> tuple[float, dict[str,
         server.stop()
 
 
-def measure(model_type: str, variant: str, rounds: int = ROUNDS, **env: str) -> dict:
+def measure(model_type: str, variant: str, rounds: int = ROUNDS, bentoml_serve: bool = False, **env: str) -> dict:
     """``rounds`` floors and starts, alternated (this machine's speed drifts), compared by median.
-    ``env``: the settings that make this variant (none: the defaults)."""
+    ``env``: the settings that make this variant (none: the defaults). The server starts as the
+    image's entrypoint does, or with ``bentoml_serve`` as ``bentoml serve service:SegmentAnything``."""
     checkpoint = random_checkpoint(model_type)
     floor_s(checkpoint)  # warm the page cache
-    server = ServerProcess(bench_env(model_type, checkpoint, **env), CACHE / f"coldstart-{model_type}-{variant}.log")
+    log = CACHE / f"coldstart-{model_type}-{variant}.log"
+    server_env = bench_env(model_type, checkpoint, **env)
+    server = ServerProcess(server_env, log) if bentoml_serve else entrypoint_process(server_env, log)
     floors, readies, peaks = [], [], {}
     for round_ in range(rounds):
         floors.append(floor_s(checkpoint))
@@ -105,7 +110,7 @@ def capped(model_type: str, limit_mb: int = SERVERLESS_MEMORY_MB) -> dict:
         return {"skipped": f"{exc} (run as root on Linux to measure this)"}
     checkpoint = random_checkpoint(model_type)
     evict_from_page_cache(checkpoint, CACHE / "segany-cache")
-    server = ServerProcess(bench_env(model_type, checkpoint), CACHE / f"coldstart-{model_type}-capped.log")
+    server = entrypoint_process(bench_env(model_type, checkpoint), CACHE / f"coldstart-{model_type}-capped.log")
     server.command = cgroup.wrap(server.command)
     result: dict = {"served": False}
     try:
@@ -127,8 +132,8 @@ def capped(model_type: str, limit_mb: int = SERVERLESS_MEMORY_MB) -> dict:
 
 def prime(model_type: str) -> None:
     """One start to convert the encoder (once per checkpoint); the timed starts reuse it."""
-    start_once(ServerProcess(bench_env(model_type, random_checkpoint(model_type), SEGANY_WARMUP="off"),
-                             CACHE / f"coldstart-{model_type}-prime.log"), serve_one=False)
+    start_once(entrypoint_process(bench_env(model_type, random_checkpoint(model_type), SEGANY_WARMUP="off"),
+                                  CACHE / f"coldstart-{model_type}-prime.log"), serve_one=False)
 
 
 def baked_encoder_dir(model_type: str) -> str:
@@ -139,16 +144,23 @@ def baked_encoder_dir(model_type: str) -> str:
 
 
 def run(model_types: tuple[str, ...] = ("tiny", "vit_b", "vit_h")) -> dict:
+    """Rows per model: the image's defaults, then one setting changed each. ``rss_row``: the row's
+    peak RSS is reported (not for a server that only warms up differently from the defaults)."""
     results = {}
     for model_type in model_types:
         prime(model_type)
-        results[f"{model_type} (defaults: decoder warm-up)"] = measure(model_type, "default")
-        results[f"{model_type} (full warm-up)"] = measure(model_type, "full", SEGANY_WARMUP="full")
+        rows = [  # (log name, label, settings, rss_row)
+            ("default", "defaults: image entrypoint, one process, decoder warm-up", {}, True),
+            ("bentoml-serve", "bentoml serve: supervisor + worker", {"bentoml_serve": True}, True),
+            ("full", "full warm-up", {"SEGANY_WARMUP": "full"}, False),
+        ]
         if model_type != "tiny":  # as in an image built with --bake-weights: IR baked, no compiled blob kept
-            results[f"{model_type} (baked encoder: SEGANY_OPENVINO_DIR, compiled at start)"] = measure(
-                model_type, "baked", SEGANY_OPENVINO_DIR=baked_encoder_dir(model_type))
+            rows.append(("baked", "baked encoder: SEGANY_OPENVINO_DIR, compiled at start",
+                         {"SEGANY_OPENVINO_DIR": baked_encoder_dir(model_type)}, True))
         if model_type.startswith("vit_h"):  # the memory-lean reference path: weights mapped once, in torch
-            results[f"{model_type} (SEGANY_ENCODER=torch, full warm-up)"] = measure(model_type, "torch", SEGANY_ENCODER="torch")
+            rows.append(("torch", "SEGANY_ENCODER=torch, full warm-up", {"SEGANY_ENCODER": "torch"}, True))
+        for variant, label, settings, rss_row in rows:
+            results[f"{model_type} ({label})"] = {**measure(model_type, variant, **settings), "rss_row": rss_row}
     capped_runs = {f"{model_type} in {limit} MiB": capped(model_type, limit)
                    for model_type in model_types if model_type.startswith("vit_h") for limit in (SERVERLESS_MEMORY_MB, 4608)}
     write_result("coldstart", {"device": "cpu", "rounds": ROUNDS, "models": results, "memory_capped": capped_runs,

@@ -37,7 +37,7 @@ def _rows_coldstart(result: dict[str, Any]) -> Iterator[tuple[str, str, str, str
         model = model if "(" in model else f"{model} (full warm-up)"
         yield (f"start to ready vs floor ({model}, {figures['checkpoint_mb']:.0f} MB checkpoint)",
                f"{figures['ready_s']:.1f} s vs {figures['floor_s']:.1f} s{medians}", f"{figures['ready_vs_floor']:.2f}x", "<= 1.3x")
-        if "full warm-up)" in model and "torch" not in model:
+        if not figures.get("rss_row", True):
             continue  # the same server as the defaults' row
         yield (f"peak RSS after one request ({model})", f"{figures['peak_rss_mb_total']:.0f} MB",
                "under 6144 MB" if figures["under_serverless_memory"] else "OVER 6144 MB",

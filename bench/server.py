@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+ENTRYPOINT = [sys.executable, "-m", "deploy.cli", "entrypoint"]  # the image's, run outside it
 
 
 def free_port() -> int:
@@ -87,3 +88,9 @@ class ServerProcess:
             kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
             peaks[" ".join(proc.cmdline()[1:4]) + f" [{proc.pid}]"] = kb / 1024
         return peaks
+
+
+def entrypoint_process(env: dict[str, str], log_path: Path) -> ServerProcess:
+    """The server as the image starts it on Cloud Run (``segany entrypoint``, ``PORT``), on a free port."""
+    port = free_port()
+    return ServerProcess({**env, "PORT": str(port)}, log_path, command=list(ENTRYPOINT), port=port)

@@ -8,6 +8,10 @@ after the other, 6.3 s together). ``prestart`` runs on a thread: resolving the c
 (download, digest check), then finding or converting the IR, then compiling it;
 ``Pipeline.load`` takes the results where it would otherwise make them.
 
+In a BentoML worker it starts as ``service.py`` is imported (``start_in_worker``), half a second
+before the service is constructed: BentoML builds its app in between, on one core, while the
+compile has the other.
+
 It starts only when the plan is certain without torch: ``SEGANY_MODEL`` set, the OpenVINO
 encoder (``SEGANY_ENCODER`` auto or openvino, with openvino installed), a CPU
 (``SEGANY_DEVICE=cpu``, or auto on a machine without an NVIDIA driver, where torch cannot see
@@ -19,12 +23,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 from .checkpoints import ResolvedCheckpoint, resolve_checkpoint
 from .converted import OPENVINO_PRECISIONS, compile_for, openvino_available
+from .server_logging import hold
 from .settings import Settings
 from .specs import get_spec
 
@@ -42,6 +48,7 @@ class Prestart:
 
     def __init__(self, settings: Settings, precision: str) -> None:
         self.precision = precision  # "fp32" or "bf16": what the encoder is compiled for
+        self.started_at = time.monotonic()
         self.checkpoint: Future[ResolvedCheckpoint] = Future()
         self.compiled: Future[Any] = Future()  # an openvino.CompiledModel
         self._settings = settings
@@ -64,6 +71,26 @@ class Prestart:
             self.compiled.set_exception(exc)
 
 
+_STARTED: list[Prestart | None] = []  # the worker's early prestart, until the service takes it
+
+
+def start_in_worker(settings: Settings, worker_index: int | None) -> None:
+    """Start now if this is a BentoML worker (``bentoml.server_context.worker_index`` is set
+    before the worker imports the service; never in ``bentoml serve``'s supervisor)."""
+    if worker_index is not None and not _STARTED:
+        hold()  # its lines wait for the service's construction (runners/server_logging.py)
+        _STARTED.append(prestart(settings))
+
+
+def take_prestart(settings: Settings) -> Prestart | None:
+    """The prestart begun by ``start_in_worker``, once; else one started now."""
+    early = _STARTED.pop() if _STARTED else prestart(settings)
+    if early is not None:  # logged here: an early start may come before logging is configured
+        logger.info("compiling the OpenVINO encoder while torch loads (started %.1f s ago)",
+                    time.monotonic() - early.started_at)
+    return early
+
+
 def nvidia_driver_present() -> bool:
     return any(path.exists() for path in NVIDIA_DRIVER_PATHS)
 
@@ -76,5 +103,4 @@ def prestart(settings: Settings) -> Prestart | None:
         return None
     if not openvino_available():
         return None  # auto falls back to torch; openvino reports the missing package at load
-    logger.info("compiling the OpenVINO encoder while torch loads")
     return Prestart(settings, OPENVINO_PRECISIONS[settings.precision])

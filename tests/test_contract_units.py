@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from deploy.aws.contract import parse_custom_attributes, route_for
-from deploy.entrypoint import ContainerConfig, platform_for, serve_command
+from deploy.entrypoint import ContainerConfig, listen, platform_for, serve_command, worker_command
 from deploy.gcp.contract import CloudLoggingFormatter, _trace, parse_trace
 from deploy.limits import SAGEMAKER
 from runners.errors import ConfigError, InputError
@@ -55,6 +55,28 @@ def test_container_config_reads_the_platform_variables():
     with pytest.raises(ConfigError, match="SEGANY_SAGEMAKER_MODE"):
         ContainerConfig.from_env("sagemaker", {"SEGANY_SAGEMAKER_MODE": "fast"})
     assert set(SAGEMAKER) == {"realtime", "serverless", "async", "batch"}
+
+
+def test_one_process_unless_the_supervisor_is_asked_for():
+    one = ContainerConfig.from_env("cloudrun", {"SEGANY_SHUTDOWN_GRACE_S": "25"})
+    assert not one.supervisor and ContainerConfig.from_env("cloudrun", {"SEGANY_SUPERVISOR": " ON "}).supervisor
+    command = worker_command(one, 7)
+    assert command[1:3] == ["-m", "deploy.worker"] and command[3] == "deploy.container_service:SegmentAnything"
+    assert command[command.index("--fd") + 1] == "7" and command[command.index("--timeout-graceful-shutdown") + 1] == "25"
+    assert command[command.index("--worker-id") + 1] == "1"  # a worker: the service prestarts at import
+    with pytest.raises(ConfigError, match="SEGANY_SUPERVISOR='yes' is not on or off"):
+        ContainerConfig.from_env("cloudrun", {"SEGANY_SUPERVISOR": "yes"})
+
+
+def test_listen_binds_and_says_what_to_fix():
+    config = ContainerConfig.from_env("cloudrun", {"SEGANY_HOST": "127.0.0.1", "PORT": "0"})
+    with listen(config) as server:
+        assert server.get_inheritable() and server.getsockname()[0] == "127.0.0.1"
+        taken = ContainerConfig.from_env("cloudrun", {"SEGANY_HOST": "127.0.0.1", "PORT": str(server.getsockname()[1])})
+        with pytest.raises(ConfigError, match="cannot listen on 127.0.0.1:.*free the port"):
+            listen(taken)
+    with pytest.raises(ConfigError, match="SEGANY_HOST='localhost' is not an IP address"):
+        listen(ContainerConfig.from_env("cloudrun", {"SEGANY_HOST": "localhost"}))
 
 
 def test_trace_headers():

@@ -5,24 +5,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import signal
+import socket
 import subprocess
-import sys
 import tarfile
 import threading
 import time
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
-from bench.server import ServerProcess, free_port
+from bench.server import ENTRYPOINT, ServerProcess, free_port
 from tests import contract_checks
 from tests.client import b64, error, ok
 from tests.conftest import server_env
 from tests.photos import photo_bytes
-
-ENTRYPOINT = [sys.executable, "-m", "deploy.cli", "entrypoint"]
 
 
 @pytest.fixture(scope="module")
@@ -134,8 +134,9 @@ def test_cloud_run_mode_logs_json_lines_with_the_trace(cloud_run):
     assert any("image_not_found" in r["message"] for r in traced)
 
 
-def test_sigterm_finishes_in_flight_requests_then_exits_0(cloud_run):
-    server = cloud_run(SEGANY_SHUTDOWN_GRACE_S="30")
+@pytest.mark.parametrize("supervisor", ["off", "on"])
+def test_sigterm_finishes_in_flight_requests_then_exits_0(cloud_run, supervisor):
+    server = cloud_run(SEGANY_SHUTDOWN_GRACE_S="30", SEGANY_SUPERVISOR=supervisor)
     result: dict = {}
 
     def slow_request() -> None:  # segment-everything on the full truck photo: seconds of work
@@ -152,6 +153,41 @@ def test_sigterm_finishes_in_flight_requests_then_exits_0(cloud_run):
     worker.join(timeout=120)
     assert result.get("status") == 200 and len(result["body"]["instances"]) > 0, result
     assert server.wait_exit(timeout_s=60) == 0
+
+
+def test_one_process_serves_unless_the_supervisor_is_asked_for(cloud_run):
+    """By default the entrypoint itself becomes BentoML's worker; SEGANY_SUPERVISOR=on runs
+    bentoml serve (a supervisor with a worker child). Both serve the same masks and metrics."""
+    one, supervised = cloud_run(), cloud_run(SEGANY_SUPERVISOR="on")
+    for server in (one, supervised):  # early lines (the prestart's) must not leave later ones nameless
+        assert "[entry_service:segment_anything:1] model tiny ready" in server.log(), server.log()
+    assert psutil.Process(one.process.pid).children() == []
+    assert [p.cmdline()[2] for p in psutil.Process(supervised.process.pid).children()] == ["_bentoml_impl.worker.service"]
+    bodies = [contract_checks.check_segment(server.url) for server in (one, supervised)]
+    assert bodies[0]["results"] == bodies[1]["results"]
+    for server in (one, supervised):
+        metrics = httpx.get(f"{server.url}/metrics", timeout=30)
+        assert metrics.status_code == 200 and 'endpoint="/segment"' in metrics.text
+
+
+def test_one_process_start_failure_exits_3_with_the_fix(tiny_checkpoint, tmp_path, _moto_server, _fake_gcs_server):
+    port = free_port()
+    env = container_env(tiny_checkpoint, tmp_path, _moto_server, _fake_gcs_server, PORT=str(port),
+                        SEGANY_MODEL="tiny", SEGANY_CHECKPOINT=str(tmp_path / "missing.pth"))
+    server = ServerProcess(env, tmp_path / "server.log", command=ENTRYPOINT, port=port).start()
+    try:
+        assert server.wait_exit(timeout_s=120) == 3
+    finally:
+        server.stop()
+    assert "no such file" in server.log() and "SEGANY_MODEL=tiny" in server.log()
+
+
+def test_a_taken_port_is_a_clear_error(tiny_checkpoint, tmp_path, _moto_server, _fake_gcs_server):
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        env = container_env(tiny_checkpoint, tmp_path, _moto_server, _fake_gcs_server, PORT=str(port), SEGANY_HOST="127.0.0.1")
+        result = subprocess.run(ENTRYPOINT, env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in result.stderr + result.stdout
 
 
 def test_unknown_arguments_are_refused():

@@ -52,6 +52,7 @@ async def encode_two(pipeline: Pipeline):
         return embedding
 
     embeddings = await asyncio.gather(*(one(p) for p in images))
+    await batcher.done.wait()  # in sequential mode both callers may be answered before the batch returns
     return images, embeddings, finished, batcher.batch_done_at
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from runners.converted import compile_for
 from runners.errors import CheckpointError
 from runners.pipeline import Pipeline
 from runners.prestart import Prestart, prestart
+from runners.server_logging import hold, release, use_info_level
 from runners.settings import Settings
 
 pytest.importorskip("openvino")
@@ -75,6 +77,15 @@ def test_no_prestart_without_openvino(monkeypatch, tiny_checkpoint, tmp_path):
     assert prestart(tiny_settings(tiny_checkpoint, tmp_path)) is None
 
 
+def fresh_interpreter(code: str, checkpoint: Path, cache: Path) -> dict:
+    """Run ``code`` in a new interpreter set up for tiny on CPU; the JSON of its last line."""
+    env = {**os.environ, "SEGANY_MODEL": "tiny", "SEGANY_CHECKPOINT": str(checkpoint),
+           "SEGANY_CACHE_DIR": str(cache), "SEGANY_DEVICE": "cpu"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def test_prestart_never_imports_torch(tiny_checkpoint, converted_cache):
     """Run where nothing imported torch yet, as in a fresh worker: the whole prestart
     (checkpoint, IR, compile) must finish with torch and segment_anything still unimported."""
@@ -87,12 +98,69 @@ def test_prestart_never_imports_torch(tiny_checkpoint, converted_cache):
         "print(json.dumps({'inputs': [list(i.get_shape()) for i in compiled.inputs],\n"
         "                  'imported': sorted(m for m in ('torch', 'segment_anything', 'torchvision') if m in sys.modules)}))\n"
     )
-    env = {**os.environ, "SEGANY_MODEL": "tiny", "SEGANY_CHECKPOINT": str(tiny_checkpoint),
-           "SEGANY_CACHE_DIR": str(converted_cache), "SEGANY_DEVICE": "cpu"}
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    report = fresh_interpreter(code, tiny_checkpoint, converted_cache)
     assert report == {"inputs": [[1, 3, 1024, 1024]], "imported": []}
+
+
+@pytest.mark.parametrize("worker_index", [1, None])
+def test_a_worker_starts_compiling_as_it_imports_the_service(worker_index, tiny_checkpoint, converted_cache):
+    """BentoML sets worker_index before a worker imports the service (the supervisor of bentoml
+    serve imports it with None): the worker's compile starts there, torch-free, and the
+    service's constructor takes that prestart instead of starting another. Until then the
+    worker's log lines are held (BentoML names the worker only after importing the service)."""
+    code = (
+        "import json, logging, sys, bentoml\n"
+        f"bentoml.server_context.worker_index = {worker_index}\n"
+        "seen = []\n"
+        "class Catch(logging.Handler):\n"
+        "    def emit(self, record): seen.append(record.getMessage())\n"
+        "logging.getLogger().addHandler(Catch())\n"
+        "import service\n"
+        "from runners import prestart\n"
+        "from runners.server_logging import release\n"
+        "started = list(prestart._STARTED)\n"
+        "if started:\n"
+        "    started[0].compiled.result(timeout=300)\n"
+        "imported = sorted(m for m in ('torch', 'segment_anything') if m in sys.modules)\n"
+        "logging.getLogger('runners.converted').info('before the service is constructed')\n"
+        "shown_early = list(seen)\n"
+        "release()\n"
+        "taken = prestart.take_prestart(service.SETTINGS)\n"
+        "print(json.dumps({'started': len(started), 'imported': imported, 'taken_is_started': bool(started) and taken is started[0],\n"
+        "                  'left': len(prestart._STARTED), 'shown_early': len(shown_early),\n"
+        "                  'shown_after': 'before the service is constructed' in seen}))\n"
+    )
+    report = fresh_interpreter(code, tiny_checkpoint, converted_cache)
+    in_worker = worker_index is not None
+    assert report == {"started": int(in_worker), "imported": [], "taken_is_started": in_worker, "left": 0,
+                      # a worker holds its lines until the service is constructed (runners/server_logging.py)
+                      "shown_early": 0 if in_worker else 1, "shown_after": True}
+
+
+def test_an_early_start_logs_only_once_the_service_is_constructed():
+    """BentoML keeps the worker's name from the first line it formats, so lines of the
+    prestart thread are held until the service's constructor releases them, in order."""
+    seen: list[str] = []
+
+    class Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    catch = Catch(logging.INFO)
+    logging.getLogger().addHandler(catch)
+    try:
+        use_info_level()
+        hold()
+        logging.getLogger("runners.converted").info("one")
+        logging.getLogger("deploy.entrypoint").warning("two")
+        assert seen == []
+        release()
+        assert seen == ["one", "two"]
+        logging.getLogger("runners.pipeline").info("three")
+        assert seen == ["one", "two", "three"]
+    finally:
+        release()
+        logging.getLogger().removeHandler(catch)
 
 
 def test_load_uses_the_prestarted_encoder(monkeypatch, no_nvidia_driver, tiny_checkpoint, converted_cache,

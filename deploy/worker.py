@@ -1,0 +1,32 @@
+"""The one-process server: BentoML's service worker, serving a socket the entrypoint bound.
+
+``python -m deploy.worker SERVICE --fd N ...`` takes the arguments of
+``python -m _bentoml_impl.worker.service`` (what ``bentoml serve``'s supervisor runs in each
+worker) and runs it, with one difference: a SIGTERM ends the process with status 0. uvicorn
+drains in-flight requests on SIGTERM and then raises the signal again for whoever handled it
+before; under ``bentoml serve`` that is the supervisor's business, here it would end the process
+by the signal. The handler installed first turns it, and a SIGTERM that arrives before uvicorn
+listens for it (while the service module is imported), into a clean exit.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+BENTOML_WORKER = "_bentoml_impl.worker.service"
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    sys.exit(0)
+
+
+def main() -> None:
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    from _bentoml_impl.worker.service import main as bentoml_worker
+
+    bentoml_worker(prog_name=BENTOML_WORKER)
+
+
+if __name__ == "__main__":
+    main()
