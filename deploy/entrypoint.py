@@ -10,8 +10,8 @@ One process serves (``SEGANY_SUPERVISOR=off``, the default): the entrypoint bind
 becomes BentoML's service worker (``deploy/worker.py``: ``python -m
 _bentoml_impl.worker.service --fd N``, the very command ``bentoml serve``'s supervisor runs in
 a child). Both platforms restart a container whose server exits, so the supervisor's restart
-loop adds nothing there, and skipping it starts the worker 1.5-2 s sooner on a cold start (its
-interpreter, BentoML's CLI and a first import of the service). ``SEGANY_SUPERVISOR=on`` runs
+loop adds nothing there, and skipping it (its interpreter, BentoML's CLI and a first import of
+the service) makes a cold start ready 1.3-1.5 s sooner here. ``SEGANY_SUPERVISOR=on`` runs
 ``bentoml serve`` (supervisor and worker) instead; so does a BentoML without that worker module.
 
 The platform variables are read here, once, into :class:`ContainerConfig`; the worker
