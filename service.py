@@ -49,9 +49,7 @@ def _png_or_json(ctx: bentoml.Context, response: object, png: bytes | None) -> o
 class SegmentAnything:
     def __init__(self) -> None:
         from runners.prestart import take_prestart
-        from runners.server_logging import release
 
-        release()  # what an early start logged, now that BentoML has named this worker
         early = take_prestart(SETTINGS)  # the OpenVINO encoder compiles while torch is imported below
         from runners.pipeline import Pipeline  # torch and segment_anything load here, in the worker
 

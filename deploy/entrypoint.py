@@ -34,6 +34,7 @@ from typing import Mapping, Sequence
 from deploy.limits import CLOUD_RUN_DEFAULT_PORT, CLOUD_RUN_SHUTDOWN_GRACE_S, SAGEMAKER, SAGEMAKER_PORT
 from deploy.worker import BENTOML_WORKER
 from runners.errors import ConfigError
+from runners.settings import EnvReader
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class ContainerConfig:
             sagemaker_mode=mode,
             json_logs=bool(env.get("K_SERVICE")) or env.get("SEGANY_LOG_FORMAT", "").lower() == "json",
             gcp_project=env.get("GOOGLE_CLOUD_PROJECT") or env.get("GCP_PROJECT") or None,
-            supervisor=_switch(env, "SEGANY_SUPERVISOR", default=False),
+            supervisor=EnvReader(env).choice("SEGANY_SUPERVISOR", ("off", "on"), "off") == "on",
         )
 
 
@@ -83,15 +84,6 @@ def _integer(env: Mapping[str, str], name: str, default: int) -> int:
     if not raw.isdigit():
         raise ConfigError(f"{name}={raw!r} is not a whole number; for example {name}={default}.")
     return int(raw)
-
-
-def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw not in ("on", "off"):
-        raise ConfigError(f"{name}={raw!r} is not on or off; for example {name}={'on' if default else 'off'}.")
-    return raw == "on"
 
 
 def platform_for(args: Sequence[str]) -> str:

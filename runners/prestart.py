@@ -30,7 +30,7 @@ from typing import Any
 
 from .checkpoints import ResolvedCheckpoint, resolve_checkpoint
 from .converted import OPENVINO_PRECISIONS, compile_for, openvino_available
-from .server_logging import hold
+from .server_logging import hold, release
 from .settings import Settings
 from .specs import get_spec
 
@@ -83,7 +83,9 @@ def start_in_worker(settings: Settings, worker_index: int | None) -> None:
 
 
 def take_prestart(settings: Settings) -> Prestart | None:
-    """The prestart begun by ``start_in_worker``, once; else one started now."""
+    """The prestart begun by ``start_in_worker``, once; else one started now. Called as the
+    service is constructed, when BentoML has named the worker: the held log lines go out."""
+    release()
     early = _STARTED.pop() if _STARTED else prestart(settings)
     if early is not None:  # logged here: an early start may come before logging is configured
         logger.info("compiling the OpenVINO encoder while torch loads (started %.1f s ago)",

@@ -5,7 +5,8 @@ A BentoML worker imports the service, then names itself (``server_context``: the
 once, at the first line it formats, and keeps it: a line of ours formatted earlier (the prestart
 thread's, runners/prestart.py, which starts as the service module is imported) would leave every
 later line of the process nameless (``[:1]``). So ``hold`` keeps our records from the early
-start on, and ``release``, as the service is constructed, hands them to BentoML's handlers.
+start on, and ``release``, as the service is constructed (``take_prestart``), hands them to
+BentoML's handlers.
 """
 
 from __future__ import annotations

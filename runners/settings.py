@@ -118,7 +118,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         env = os.environ if env is None else env
-        read = _Reader(env)
+        read = EnvReader(env)
         settings = cls(
             model_type=read.choice("SEGANY_MODEL", MODEL_TYPES, None),
             checkpoint=read.text("SEGANY_CHECKPOINT"),
@@ -150,8 +150,9 @@ class Settings:
         return settings
 
 
-class _Reader:
-    """Parses one kind of value each; every failure names the variable and an example."""
+class EnvReader:
+    """Parses one kind of value each; every failure names the variable and an example.
+    (Also read by deploy/entrypoint.py for the container's own variables.)"""
 
     def __init__(self, env: Mapping[str, str]) -> None:
         self.env = env

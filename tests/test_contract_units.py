@@ -64,7 +64,7 @@ def test_one_process_unless_the_supervisor_is_asked_for():
     assert command[1:3] == ["-m", "deploy.worker"] and command[3] == "deploy.container_service:SegmentAnything"
     assert command[command.index("--fd") + 1] == "7" and command[command.index("--timeout-graceful-shutdown") + 1] == "25"
     assert command[command.index("--worker-id") + 1] == "1"  # a worker: the service prestarts at import
-    with pytest.raises(ConfigError, match="SEGANY_SUPERVISOR='yes' is not on or off"):
+    with pytest.raises(ConfigError, match="SEGANY_SUPERVISOR='yes' is not one of off, on; for example SEGANY_SUPERVISOR=off"):
         ContainerConfig.from_env("cloudrun", {"SEGANY_SUPERVISOR": "yes"})
 
 
