@@ -10,7 +10,8 @@ after the other, 6.3 s together). ``prestart`` runs on a thread: resolving the c
 
 In a BentoML worker it starts as ``service.py`` is imported (``start_in_worker``), half a second
 before the service is constructed: BentoML builds its app in between, on one core, while the
-compile has the other.
+compile has the other. The image's one-process worker (deploy/worker.py) starts it sooner still,
+before BentoML's own imports (1.3 s earlier); the service's import then finds it started.
 
 It starts only when the plan is certain without torch: ``SEGANY_MODEL`` set, the OpenVINO
 encoder (``SEGANY_ENCODER`` auto or openvino, with openvino installed), a CPU

@@ -137,6 +137,39 @@ def test_a_worker_starts_compiling_as_it_imports_the_service(worker_index, tiny_
                       "shown_early": 0 if in_worker else 1, "shown_after": True}
 
 
+def test_the_one_process_worker_starts_compiling_before_bentoml_and_keeps_its_loggers(tiny_checkpoint, converted_cache):
+    """deploy/worker.py starts the prestart before BentoML's imports. BentoML's server logging
+    config, applied next, disables the loggers that exist by then unless told not to: ours
+    would drop every line for the life of the process. The service's import then takes the
+    early prestart over instead of starting a second."""
+    code = (
+        "import json, logging, sys\n"
+        "from deploy import worker\n"
+        "worker.start_early()\n"
+        "from runners import prestart\n"
+        "started = list(prestart._STARTED)\n"
+        "imported = sorted(m for m in ('torch', 'segment_anything', '_bentoml_impl.worker.service') if m in sys.modules)\n"
+        "from bentoml._internal.log import configure_server_logging\n"
+        "configure_server_logging()  # as BentoML's worker does before it imports the service\n"
+        "seen = []\n"
+        "class Catch(logging.Handler):\n"
+        "    def emit(self, record): seen.append(record.getMessage())\n"
+        "logging.getLogger().addHandler(Catch())\n"
+        "import bentoml\n"
+        "bentoml.server_context.worker_index = 1\n"
+        "import service\n"
+        "started[0].compiled.result(timeout=300)\n"
+        "logging.getLogger('runners.converted').info('logged after the logging config')\n"
+        "taken = prestart.take_prestart(service.SETTINGS)\n"
+        "print(json.dumps({'started': len(started), 'imported': imported, 'taken_is_started': taken is started[0],\n"
+        "                  'shown': [line for line in seen if line.startswith(('logged after', 'compiling'))]}))\n"
+    )
+    report = fresh_interpreter(code, tiny_checkpoint, converted_cache)
+    assert report["started"] == 1 and report["imported"] == [] and report["taken_is_started"]
+    assert report["shown"][0] == "logged after the logging config"
+    assert report["shown"][1].startswith("compiling the OpenVINO encoder while torch loads (started ")
+
+
 def test_an_early_start_logs_only_once_the_service_is_constructed():
     """BentoML keeps the worker's name from the first line it formats, so lines of the
     prestart thread are held until the service's constructor releases them, in order."""
