@@ -19,7 +19,8 @@ from bench.common import CACHE, logger
 
 VENV = CACHE / "venv-samexporter"
 SAMEXPORTER_PACKAGES = [
-    ["torch==2.10.0", "--no-deps"],  # CPU use only: its CUDA wheels are not needed
+    ["torch==2.10.0"],  # with its CUDA libraries: PyPI's build does not import without them
+    ["torchvision==0.25.0", "--no-deps"],  # segment_anything imports it
     ["numpy", "sympy", "networkx", "jinja2", "filelock", "fsspec", "typing_extensions", "onnx==1.20.1",
      "onnxscript==0.6.2", "segment-anything==1.0", "samexporter==0.5.0", "timm", "--no-deps"],
     ["ml_dtypes", "protobuf", "onnx_ir", "packaging", "pyyaml", "huggingface_hub", "safetensors", "pillow",

@@ -3,7 +3,8 @@
 Run by the server in a child process the first time a checkpoint is served with the
 OpenVINO backend, and by ``segany convert`` ahead of time (for example while building an
 image with baked weights). Writes ``image_encoder.xml``/``.bin`` (float32, exactly the
-torch encoder's graph, global attention a few heads at a time) atomically into DIR.
+torch encoder's graph, global attention a few heads at a time, windowed blocks' linear layers on
+the real tokens only: runners/attention.py) atomically into DIR.
 """
 
 from __future__ import annotations
@@ -22,14 +23,14 @@ logger = logging.getLogger(__name__)
 def convert(checkpoint: Path, model_type: str | None, out: Path) -> Path:
     import openvino as ov
 
-    from .attention import use_lean_attention
+    from .attention import use_lean_encoder
     from .converted import IMAGE_SHAPE, write_manifest
     from .models import load_sam
     from .specs import get_spec
 
     start = time.perf_counter()
     sam = load_sam(get_spec(model_type) if model_type else None, checkpoint, torch.device("cpu"))
-    use_lean_attention(sam.image_encoder)  # also keeps the tracing forward's memory low
+    use_lean_encoder(sam.image_encoder)  # also keeps the tracing forward's memory low
     with torch.no_grad():
         model = ov.convert_model(sam.image_encoder, example_input=torch.zeros(IMAGE_SHAPE), input=[IMAGE_SHAPE])
     staging = out.with_name(out.name + ".partial")

@@ -31,7 +31,7 @@ from .settings import Settings
 
 logger = logging.getLogger(__name__)
 
-CONVERTER_VERSION = 1  # bump when the conversion changes, so cached IRs are rebuilt
+CONVERTER_VERSION = 2  # bump when the conversion changes, so cached IRs are rebuilt
 IMAGE_SHAPE = (1, 3, 1024, 1024)
 # SEGANY_PRECISION -> the precision OpenVINO compiles for (CPU only; fp16 is refused on CPU).
 OPENVINO_PRECISIONS = {"auto": "fp32", "fp32": "fp32", "bf16": "bf16"}

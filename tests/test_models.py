@@ -102,13 +102,18 @@ def test_the_model_type_is_read_off_the_checkpoint(tiny_checkpoint, tmp_path):
         load_sam(None, odd, torch.device("cpu"))
 
 
-def test_lean_attention_gives_the_same_embedding_bit_for_bit(tiny_checkpoint, reference_model, monkeypatch):
+def test_lean_encoder_gives_the_same_embedding_bit_for_bit(tiny_checkpoint, reference_model, monkeypatch):
     from runners import attention
-    from runners.attention import use_lean_attention
+    from runners.attention import use_lean_encoder
 
     monkeypatch.setattr(attention, "SCORE_BUDGET_BYTES", 1)  # one head at a time: 4 chunks here
     lean = load_sam(get_spec("tiny"), tiny_checkpoint, torch.device("cpu"))
-    assert use_lean_attention(lean.image_encoder) == 1  # tiny has one global-attention block
+    assert use_lean_encoder(lean.image_encoder) == (1, 1)  # tiny: one global block, one windowed (64 -> 70 padded)
+    rows = []
+    windowed = lean.image_encoder.blocks[0]
+    windowed.attn.qkv.register_forward_hook(lambda module, args, out: rows.append(args[0].shape[:-1].numel()))
+    windowed.attn.proj.register_forward_hook(lambda module, args, out: rows.append(args[0].shape[:-1].numel()))
     x = torch.randn(2, 3, 1024, 1024, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         assert torch.equal(lean.image_encoder(x), reference_model.image_encoder(x))
+    assert rows == [2 * 64 * 64, 2 * 64 * 64]  # qkv and proj ran on the real tokens only, not 2 x 70 x 70
