@@ -41,6 +41,7 @@ test-oci: $(STAMP)
 
 ## All benchmark suites; results in bench/results/, table in README.md.
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	$(BIN)/python -m bench all
 
 clean:

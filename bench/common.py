@@ -83,6 +83,18 @@ def distinct_images(count: int, offset: int = 0) -> list[tuple[bytes, np.ndarray
     return images
 
 
+def calibration_folder(count: int = 16) -> Path:
+    """``count`` JPEGs for int8 calibration: variants of the dog and groceries photos only, so
+    the truck, on which the encoder suite checks masks, is never among them."""
+    folder = CACHE / "calibration"
+    if len(list(folder.glob("*.jpg"))) != count:
+        folder.mkdir(parents=True, exist_ok=True)
+        variants = [data for i, (data, _) in enumerate(distinct_images(2 * count, offset=3000)) if (3000 + i) % 3]
+        for i, data in enumerate(variants[:count]):
+            (folder / f"calibration-{i:03d}.jpg").write_bytes(data)
+    return folder
+
+
 def timed(fn: Callable[[], Any], repeat: int, warmup: int = 1) -> list[float]:
     """Wall seconds of ``repeat`` calls, after ``warmup`` untimed ones."""
     for _ in range(warmup):

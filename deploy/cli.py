@@ -155,12 +155,14 @@ def build(backend, device, bake_weights, model_type, image, tag, platform, base,
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for image_encoder.xml/.bin; serve it with SEGANY_OPENVINO_DIR.")
 @click.option("--model-type", type=MODEL_TYPE, default=None)
-def convert(checkpoint: Path, out: Path, model_type: str | None) -> None:
+@click.option("--int8-calibration", type=click.Path(path_type=Path), default=None,
+              help="Quantize to int8 (needs nncf), calibrated on the photos in this folder; serve with SEGANY_PRECISION=int8.")
+def convert(checkpoint: Path, out: Path, model_type: str | None, int8_calibration: Path | None) -> None:
     """Convert the image encoder to OpenVINO ahead of time (e.g. while building an image)."""
     from runners.convert import convert as run_conversion
 
-    _run(lambda: run_conversion(checkpoint, model_type, out))
-    logger.info("converted; serve with SEGANY_OPENVINO_DIR=%s", out)
+    _run(lambda: run_conversion(checkpoint, model_type, out, int8_calibration))
+    logger.info("converted; serve with SEGANY_OPENVINO_DIR=%s%s", out, " SEGANY_PRECISION=int8" if int8_calibration else "")
 
 
 def _run(action):  # type: ignore[no-untyped-def]

@@ -4,7 +4,10 @@ Run by the server in a child process the first time a checkpoint is served with 
 OpenVINO backend, and by ``segany convert`` ahead of time (for example while building an
 image with baked weights). Writes ``image_encoder.xml``/``.bin`` (float32, exactly the
 torch encoder's graph, global attention a few heads at a time, windowed blocks' linear layers on
-the real tokens only: runners/attention.py) atomically into DIR.
+the real tokens only: runners/attention.py) atomically into DIR. With ``--int8-calibration
+PHOTOS`` the encoder is then quantized to int8 with NNCF (``SEGANY_PRECISION=int8``): its
+matrix products take int8 inputs whose ranges were measured on those photos, preprocessed
+exactly as served images are.
 """
 
 from __future__ import annotations
@@ -12,32 +15,42 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
+import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 logger = logging.getLogger(__name__)
+ATTENTION_PRODUCTS = r".*aten::matmul.*"  # q @ k^T and attn @ v (the linear layers are aten::linear)
 
 
-def convert(checkpoint: Path, model_type: str | None, out: Path) -> Path:
+def convert(checkpoint: Path, model_type: str | None, out: Path, int8_calibration: Path | None = None) -> Path:
     import openvino as ov
 
     from .attention import use_lean_encoder
+    from .calibration import calibration_images, require_nncf
     from .converted import IMAGE_SHAPE, write_manifest
     from .models import load_sam
     from .specs import get_spec
 
+    images = calibration_images(int8_calibration) if int8_calibration else []
+    if images:
+        require_nncf()
     start = time.perf_counter()
     sam = load_sam(get_spec(model_type) if model_type else None, checkpoint, torch.device("cpu"))
     use_lean_encoder(sam.image_encoder)  # also keeps the tracing forward's memory low
     with torch.no_grad():
         model = ov.convert_model(sam.image_encoder, example_input=torch.zeros(IMAGE_SHAPE), input=[IMAGE_SHAPE])
+    if images:
+        model = quantize(model, sam, images)
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     ov.save_model(model, staging / "image_encoder.xml", compress_to_fp16=False)
     write_manifest(staging, checkpoint=str(checkpoint), model_type=sam.segany_model_type,
+                   weights="int8" if images else "float32", calibration_images=len(images),
                    openvino=ov.__version__, torch=torch.__version__, seconds=round(time.perf_counter() - start, 1))
     shutil.rmtree(out, ignore_errors=True)
     staging.replace(out)
@@ -45,14 +58,46 @@ def convert(checkpoint: Path, model_type: str | None, out: Path) -> Path:
     return out / "image_encoder.xml"
 
 
+def quantize(model, sam, images: list[Path]):  # type: ignore[no-untyped-def]
+    """The converted encoder ``model`` with int8 matrix products, calibrated on ``images``."""
+    import nncf
+    from segment_anything.utils.transforms import ResizeLongestSide
+
+    from .errors import ConfigError, SegAnyError
+    from .inputs import ImageLimits, decode_image
+    from .sam import prepare_image
+    from .settings import Settings
+
+    transform = ResizeLongestSide(sam.image_encoder.img_size)
+    limits = ImageLimits(Settings.max_image_pixels, Settings.max_image_side)
+
+    def encoder_input(path: Path) -> np.ndarray:  # as a served image reaches the encoder
+        try:
+            rgb = decode_image(path.read_bytes(), limits)
+        except SegAnyError as exc:
+            raise ConfigError(f"int8 calibration image {path}: {exc.message}") from None
+        return prepare_image(sam, transform, rgb, torch.device("cpu")).tensor[None].numpy()
+
+    logger.info("quantizing to int8, calibrated on %d images", len(images))
+    return nncf.quantize(model, nncf.Dataset(images, encoder_input), model_type=nncf.ModelType.TRANSFORMER,
+                         subset_size=len(images), ignored_scope=nncf.IgnoredScope(patterns=[ATTENTION_PRODUCTS], validate=False))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--model-type", default=None)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--int8-calibration", type=Path, default=None, help="quantize to int8, calibrated on these photos")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    convert(args.checkpoint, args.model_type, args.out)
+    from .errors import SegAnyError
+
+    try:
+        convert(args.checkpoint, args.model_type, args.out, args.int8_calibration)
+    except SegAnyError as exc:  # its message, the last line on stderr, is what the server reports
+        logger.error("%s", exc.message)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

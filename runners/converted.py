@@ -6,6 +6,8 @@ encoder while the worker is still importing torch (runners/prestart.py).
 - ``converted_encoder`` finds the IR for a checkpoint, or converts it once in a child process
   (``python -m runners.convert``), whose memory (a traced copy of the whole encoder) goes back
   to the system when it exits.
+  With ``SEGANY_PRECISION=int8`` the child also quantizes it with NNCF, calibrated on a folder
+  of photos (runners/calibration.py), into an encoder of its own.
 - ``compile_converted`` compiles it with OpenVINO's model cache, so later starts read a blob.
   OpenVINO releases the GIL while it compiles. The pages of the mapped files it copies the
   weights from are given back while it does (runners/mapped_pages.py): the weights live once.
@@ -24,8 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .calibration import calibration_digest, calibration_images, require_nncf
 from .checkpoints import ResolvedCheckpoint
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
 from .mapped_pages import ReleasingMappedPages
 from .settings import Settings
 
@@ -33,8 +36,9 @@ logger = logging.getLogger(__name__)
 
 CONVERTER_VERSION = 2  # bump when the conversion changes, so cached IRs are rebuilt
 IMAGE_SHAPE = (1, 3, 1024, 1024)
-# SEGANY_PRECISION -> the precision OpenVINO compiles for (CPU only; fp16 is refused on CPU).
-OPENVINO_PRECISIONS = {"auto": "fp32", "fp32": "fp32", "bf16": "bf16"}
+# SEGANY_PRECISION -> the precision of the OpenVINO encoder (CPU only; fp16 is refused on CPU).
+# int8: an encoder quantized at conversion, its other operations in bf16 where the CPU has it.
+OPENVINO_PRECISIONS = {"auto": "fp32", "fp32": "fp32", "bf16": "bf16", "int8": "int8"}
 
 
 def openvino_available() -> bool:
@@ -58,25 +62,38 @@ def _version(distribution: str) -> str:
         return "unknown"
 
 
-def conversion_key(checkpoint: Path, sha256: str | None, model_type: str) -> str:
+def openvino_precision(requested: str) -> str:
+    """SEGANY_PRECISION -> the OpenVINO encoder's precision ("fp32", "bf16" or "int8")."""
+    if requested not in OPENVINO_PRECISIONS:
+        raise ConfigError(f"SEGANY_PRECISION={requested} needs a CUDA device; on CPU use fp32, bf16 or int8.")
+    return OPENVINO_PRECISIONS[requested]
+
+
+def conversion_key(checkpoint: Path, sha256: str | None, model_type: str, calibration: list[Path] | None = None) -> str:
     """Identifies a converted encoder: the weights (digest, or path/size/mtime when no digest
-    was verified), the model shape, and the versions that shape the IR."""
+    was verified), the model shape, the versions that shape the IR, and for an int8 encoder
+    its calibration images and NNCF's version."""
     if sha256 is None:
         stat = checkpoint.stat()
         sha256 = f"{checkpoint.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
     parts = [sha256, model_type, _version("openvino"), _version("torch"), str(CONVERTER_VERSION)]
+    if calibration is not None:
+        parts += ["int8", calibration_digest(calibration), _version("nncf")]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
 
 
 def converted_encoder(cache_dir: Path, checkpoint: Path, sha256: str | None, model_type: str,
-                      prebuilt: Path | None = None, keep_compiled: bool = True) -> ConvertedEncoder:
+                      prebuilt: Path | None = None, keep_compiled: bool = True,
+                      int8_calibration: Path | None = None) -> ConvertedEncoder:
     """The converted encoder for this checkpoint, converting it (once) when it is not cached.
 
     ``prebuilt`` (SEGANY_OPENVINO_DIR) is a folder ``segany convert`` wrote ahead of time, for
     example into an image at build time; it may be read-only. OpenVINO's compiled-model cache,
-    when ``keep_compiled``, goes under ``cache_dir``.
+    when ``keep_compiled``, goes under ``cache_dir``. ``int8_calibration``: quantize to int8,
+    calibrated on that folder's photos (ignored with ``prebuilt``).
     """
-    key = conversion_key(checkpoint, sha256, model_type)
+    images = calibration_images(int8_calibration) if int8_calibration and not prebuilt else None
+    key = conversion_key(checkpoint, sha256, model_type, images)
     folder = prebuilt or cache_dir / "openvino" / key
     compiled_cache = cache_dir / "openvino-compiled" / key if keep_compiled else None
     converted = ConvertedEncoder(folder / "image_encoder.xml", compiled_cache)
@@ -84,17 +101,37 @@ def converted_encoder(cache_dir: Path, checkpoint: Path, sha256: str | None, mod
         return converted
     if prebuilt:
         raise CheckpointError(f"SEGANY_OPENVINO_DIR={prebuilt} holds no image_encoder.xml/.bin; run `segany convert` into it.")
-    logger.warning("converting the %s image encoder to OpenVINO (once per checkpoint; minutes for vit_h) into %s",
-                   model_type, folder)
-    convert_in_child(checkpoint, model_type, folder)
+    if images:
+        require_nncf()
+    logger.warning("converting the %s image encoder to OpenVINO%s (once per checkpoint; minutes for vit_h) into %s",
+                   model_type, f", int8 calibrated on {len(images)} images," if images else "", folder)
+    convert_in_child(checkpoint, model_type, folder, int8_calibration)
     return converted
 
 
-def convert_in_child(checkpoint: Path, model_type: str, folder: Path) -> None:
+def check_prebuilt(folder: Path, precision: str) -> None:
+    """An encoder from SEGANY_OPENVINO_DIR is int8 exactly when int8 was asked for."""
+    manifest = folder / "manifest.json"
+    weights = json.loads(manifest.read_text()).get("weights", "float32") if manifest.is_file() else "float32"
+    if (weights == "int8") != (precision == "int8"):
+        fix = ("set SEGANY_PRECISION=int8" if weights == "int8" else
+               "set SEGANY_PRECISION=fp32 (or bf16), or convert again with `segany convert --int8-calibration DIR`")
+        raise ConfigError(f"SEGANY_OPENVINO_DIR={folder} holds a {weights} encoder but SEGANY_PRECISION is {precision}: {fix}.")
+
+
+def convert_in_child(checkpoint: Path, model_type: str, folder: Path, int8_calibration: Path | None = None) -> None:
     """Run the conversion in a child process: its memory is returned to the system when it exits."""
     command = [sys.executable, "-m", "runners.convert", "--checkpoint", str(checkpoint),
                "--model-type", model_type, "--out", str(folder)]
+    if int8_calibration:
+        command += ["--int8-calibration", str(int8_calibration)]
     result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode < 0:  # killed, on Linux most often by the kernel's out-of-memory killer
+        raise CheckpointError(
+            f"converting the image encoder to OpenVINO failed: the converting process was killed (signal "
+            f"{-result.returncode}), most likely for lack of memory. Convert ahead of time on a larger machine "
+            "(`segany convert`, then SEGANY_OPENVINO_DIR), or use SEGANY_ENCODER=torch to serve without OpenVINO."
+        )
     if result.returncode != 0:
         raise CheckpointError(
             f"converting the image encoder to OpenVINO failed: {result.stderr.strip().splitlines()[-1:] or result.returncode}. "
@@ -107,7 +144,8 @@ def write_manifest(folder: Path, **fields: object) -> None:
 
 
 def compile_converted(converted: ConvertedEncoder, precision: str, threads: int = 0) -> Any:
-    """Compile the IR for this CPU (``precision`` "fp32" or "bf16"); an ``openvino.CompiledModel``.
+    """Compile the IR for this CPU (``precision`` "fp32", "bf16", or "int8" for a quantized IR, whose
+    other operations then run in bf16 where the CPU has it); an ``openvino.CompiledModel``.
 
     Reads OpenVINO's compiled-model cache when it holds this model, and fills it otherwise.
     """
@@ -120,14 +158,15 @@ def compile_converted(converted: ConvertedEncoder, precision: str, threads: int 
     if converted.compiled_cache is not None:
         core.set_property({props.cache_dir: str(converted.compiled_cache)})
         mapped.append(converted.compiled_cache)
+    bf16_units = "BF16" in core.get_property("CPU", props.device.capabilities)
+    if precision == "bf16" and not bf16_units:
+        logger.warning("SEGANY_PRECISION=bf16: this CPU has no bf16 support; OpenVINO runs f32")
     config = {
         hints.performance_mode: hints.PerformanceMode.LATENCY,
-        hints.inference_precision: ov.Type.bf16 if precision == "bf16" else ov.Type.f32,
+        hints.inference_precision: ov.Type.bf16 if precision in ("bf16", "int8") and bf16_units else ov.Type.f32,
     }
     if threads:
         config[props.inference_num_threads] = threads
-    if precision == "bf16" and "BF16" not in core.get_property("CPU", props.device.capabilities):
-        logger.warning("SEGANY_PRECISION=bf16: this CPU has no bf16 support; OpenVINO runs f32")
     with ReleasingMappedPages(mapped):  # the weights held once
         return core.compile_model(str(converted.xml), "CPU", config)
 
@@ -135,6 +174,13 @@ def compile_converted(converted: ConvertedEncoder, precision: str, threads: int 
 def compile_for(settings: Settings, checkpoint: ResolvedCheckpoint, model_type: str, precision: str) -> Any:
     """The compiled encoder for a resolved checkpoint, as the settings ask (converting it first
     when no converted copy exists)."""
+    if settings.openvino_dir is not None:
+        check_prebuilt(settings.openvino_dir, precision)
+    elif precision == "int8" and settings.int8_calibration is None:
+        raise ConfigError("SEGANY_PRECISION=int8 quantizes the encoder on photos like the ones you will serve: set "
+                          "SEGANY_INT8_CALIBRATION to a folder of 16-300 of them (JPEG, PNG or WebP), or "
+                          "SEGANY_OPENVINO_DIR to an encoder made by `segany convert --int8-calibration DIR`.")
     converted = converted_encoder(settings.cache_dir, checkpoint.path, checkpoint.sha256, model_type,
-                                  settings.openvino_dir, settings.keeps_compiled_encoder)
+                                  settings.openvino_dir, settings.keeps_compiled_encoder,
+                                  settings.int8_calibration if precision == "int8" else None)
     return compile_converted(converted, precision, settings.torch_threads)

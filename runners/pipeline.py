@@ -25,7 +25,7 @@ import torch
 from . import responses
 from .cache import CachedImage, EmbeddingCache
 from .checkpoints import resolve_checkpoint
-from .converted import OPENVINO_PRECISIONS, compile_for
+from .converted import compile_for, openvino_precision
 from .encoders import Encoder, OpenVINOEncoder, TorchEncoder, choose_backend
 from .errors import ImageNotFound, NotReady, Overloaded, PromptError, SegAnyError
 from .everything import segment_everything
@@ -88,14 +88,17 @@ class Pipeline:
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
         backend = choose_backend(settings.encoder, device)
-        autocast = autocast_dtype(settings.precision, device)
+        if backend == "openvino":
+            precision = openvino_precision(settings.precision)  # as the prestart compiles it
+        else:
+            autocast = autocast_dtype(settings.precision, device)
+            precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[autocast]
         checkpoint = early.checkpoint.result() if early else resolve_checkpoint(settings, requested or get_spec("vit_h"))
         logger.info("loading %s from %s on %s (%s encoder)", settings.model_type or "SAM", checkpoint.path, device, backend)
         model = load_sam(requested, checkpoint.path, device, with_encoder=backend == "torch")
         spec = get_spec(model.segany_model_type)
         self.model_name = spec.name
         if backend == "openvino":
-            precision = OPENVINO_PRECISIONS[settings.precision]  # as the prestart compiled it
             if early is not None:
                 compiled = early.compiled.result()
             else:
@@ -108,14 +111,14 @@ class Pipeline:
             settings.batch_stacking == "auto" and device.type == "cuda"
         )
         digest = checkpoint.sha256[:12] if checkpoint.sha256 else "unverified"
-        self.cache = EmbeddingCache(settings.embedding_cache_bytes, f"{spec.name}:{digest}:{backend}:{autocast}")
+        self.cache = EmbeddingCache(settings.embedding_cache_bytes, f"{spec.name}:{digest}:{backend}:{precision}")
         warmup = settings.warmup if settings.warmup != "auto" else "decoder" if backend == "openvino" else "full"
         if warmup != "off":
             engine.warm_up(encoder=warmup == "full")
         self.engine = engine
         self._ready.set()
         logger.info("model %s ready (%s, %s encoder, precision %s, %s warm-up)", spec.name, device, backend,
-                    autocast or "fp32", warmup)
+                    precision, warmup)
 
     def start_loading(self, early: Prestart | None = None) -> threading.Thread:
         """Load in a background thread; a failure ends the process with a non-zero status."""

@@ -16,7 +16,7 @@ before BentoML's own imports (1.3 s earlier); the service's import then finds it
 It starts only when the plan is certain without torch: ``SEGANY_MODEL`` set, the OpenVINO
 encoder (``SEGANY_ENCODER`` auto or openvino, with openvino installed), a CPU
 (``SEGANY_DEVICE=cpu``, or auto on a machine without an NVIDIA driver, where torch cannot see
-CUDA either) and precision fp32 or bf16. Otherwise ``prestart`` returns None and loading runs
+CUDA either) and precision fp32, bf16 or int8. Otherwise ``prestart`` returns None and loading runs
 step by step, as it always does for CUDA.
 """
 

@@ -82,6 +82,15 @@ class Prediction:
     low_res_logits: np.ndarray
 
 
+def prepare_image(model: Sam, transform: ResizeLongestSide, image: np.ndarray, device: torch.device) -> PreparedImage:
+    """image: (H, W, 3) uint8 RGB -> the encoder's input, as ``SamPredictor.set_image`` makes it."""
+    resized = transform.apply_image(image)
+    tensor = torch.as_tensor(resized, device=device).permute(2, 0, 1).contiguous()[None, :, :, :]
+    with torch.inference_mode():
+        tensor = model.preprocess(tensor)[0]
+    return PreparedImage(tensor, (image.shape[0], image.shape[1]), (resized.shape[0], resized.shape[1]))
+
+
 def select_device(requested: str) -> torch.device:
     if requested == "cuda" and not torch.cuda.is_available():
         raise ConfigError("SEGANY_DEVICE=cuda but no CUDA device is visible; use SEGANY_DEVICE=cpu or auto.")
@@ -91,11 +100,14 @@ def select_device(requested: str) -> torch.device:
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The encoder's autocast dtype; None means plain fp32 (the exact reference path)."""
+    """The torch encoder's autocast dtype; None means plain fp32 (the exact reference path)."""
+    if precision == "int8":
+        raise ConfigError("SEGANY_PRECISION=int8 is the OpenVINO encoder's, on CPU: use SEGANY_ENCODER=auto (or "
+                          "openvino) with SEGANY_DEVICE=cpu, or bf16/fp16 with torch on CUDA.")
     if precision == "auto":
         precision = "bf16" if device.type == "cuda" else "fp32"
     if precision == "fp16" and device.type != "cuda":
-        raise ConfigError("SEGANY_PRECISION=fp16 needs a CUDA device; on CPU use fp32 or bf16.")
+        raise ConfigError("SEGANY_PRECISION=fp16 needs a CUDA device; on CPU use fp32, bf16 or int8.")
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
@@ -123,11 +135,7 @@ class SamEngine:
 
     def prepare(self, image: np.ndarray) -> PreparedImage:
         """image: (H, W, 3) uint8 RGB -> the encoder's input, as ``SamPredictor.set_image`` makes it."""
-        resized = self.transform.apply_image(image)
-        tensor = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None, :, :, :]
-        with torch.inference_mode():
-            tensor = self.model.preprocess(tensor)[0]
-        return PreparedImage(tensor, (image.shape[0], image.shape[1]), (resized.shape[0], resized.shape[1]))
+        return prepare_image(self.model, self.transform, image, self.device)
 
     def encode(self, batch: torch.Tensor) -> torch.Tensor:
         """batch: (B, 3, 1024, 1024) from ``prepare`` -> features (B, 256, 64, 64) float32."""

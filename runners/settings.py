@@ -16,7 +16,7 @@ from .errors import ConfigError
 
 MODEL_TYPES = ("vit_h", "vit_l", "vit_b", "tiny")
 DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 BATCH_STACKING = ("auto", "stack", "sequential")
 ENCODERS = ("auto", "torch", "openvino")
 COMPILED_CACHES = ("auto", "on", "off")
@@ -50,8 +50,11 @@ class Settings:
     sagemaker_model_dir: Path = Path(SAGEMAKER_MODEL_DIR)
     # SEGANY_DEVICE: auto (CUDA when available), cpu or cuda.
     device: str = "auto"
-    # SEGANY_PRECISION: encoder precision; auto = fp32 on CPU, bf16 autocast on CUDA.
+    # SEGANY_PRECISION: encoder precision; auto = fp32 on CPU, bf16 autocast on CUDA. int8: the
+    # OpenVINO encoder quantized at conversion (CPU), calibrated on SEGANY_INT8_CALIBRATION.
     precision: str = "auto"
+    # SEGANY_INT8_CALIBRATION: a folder of photos like the ones served, for int8's calibration.
+    int8_calibration: Path | None = None
     # SEGANY_ENCODER: image-encoder backend; auto = OpenVINO on CPU when installed, else torch.
     encoder: str = "auto"
     # SEGANY_OPENVINO_DIR: an encoder converted ahead of time by `segany convert` (else converted
@@ -127,6 +130,7 @@ class Settings:
             sagemaker_model_dir=read.path("SM_MODEL_DIR") or Path(SAGEMAKER_MODEL_DIR),
             device=read.choice("SEGANY_DEVICE", DEVICES, cls.device),
             precision=read.choice("SEGANY_PRECISION", PRECISIONS, cls.precision),
+            int8_calibration=read.path("SEGANY_INT8_CALIBRATION"),
             encoder=read.choice("SEGANY_ENCODER", ENCODERS, cls.encoder),
             openvino_dir=read.path("SEGANY_OPENVINO_DIR"),
             compiled_cache=read.choice("SEGANY_COMPILED_CACHE", COMPILED_CACHES, cls.compiled_cache),

@@ -80,9 +80,13 @@ def test_paired_seconds_alternates_the_order_and_warms_the_peer_up() -> None:
     assert len(ours_s) == len(theirs_s) == 3 and all(s >= 0 for s in ours_s + theirs_s)
 
 
-def _pairs(seconds: float, names=("eager", "onnxruntime", "openvino_f32", "ours_in_process", "openvino_bf16")) -> dict:
-    return {name: {"ours": "ours_served_bf16" if name == "openvino_bf16" else "ours_served",
-                   "ours_s": [1.0, 1.0], "theirs_s": [seconds, seconds]} for name in names}
+ALL_PAIRS = ("eager", "onnxruntime", "openvino_f32", "ours_in_process", "openvino_bf16", "int8_vs_openvino_bf16")
+SERVERS = {"openvino_bf16": "ours_served_bf16", "int8_vs_openvino_bf16": "ours_served_int8"}
+
+
+def _pairs(seconds: float, names=ALL_PAIRS) -> dict:
+    return {name: {"ours": SERVERS.get(name, "ours_served"), "ours_s": [1.0, 1.0], "theirs_s": [seconds, seconds]}
+            for name in names}
 
 
 def test_encoder_run_keeps_other_shapes_and_pairs_measured_the_same_way(tmp_path, monkeypatch) -> None:
@@ -96,7 +100,7 @@ def test_encoder_run_keeps_other_shapes_and_pairs_measured_the_same_way(tmp_path
     monkeypatch.setattr(encoder, "RESULTS", tmp_path)
     monkeypatch.setattr(common, "RESULTS", tmp_path)
     monkeypatch.setattr(encoder, "measure", lambda model_type, n_images, only=None: {
-        "pairs": _pairs(0.5, only or ("eager", "onnxruntime", "openvino_f32", "ours_in_process", "openvino_bf16")),
+        "pairs": _pairs(0.5, only or ALL_PAIRS),
         "mask_iou_vs_eager_fp32": {}})
 
     encoder.run(("vit_b",))

@@ -34,6 +34,16 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum() / max(1, np.logical_or(a, b).sum()))
 
 
+def eager_predict(predictor: SamPredictor, kind: str, prompt: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """SamPredictor's answer to one of PROMPTS (a point gets three masks, as the server gives it)."""
+    return predictor.predict(
+        point_coords=np.array(prompt["points"]) if "points" in prompt else None,
+        point_labels=np.array(prompt["labels"]) if "labels" in prompt else None,
+        box=np.array(prompt["boxes"][0]) if "boxes" in prompt else None,
+        multimask_output=kind == "point",
+    )
+
+
 @pytest.fixture(scope="module")
 def converted(tiny_checkpoint, tmp_path_factory):
     return converted_encoder(tmp_path_factory.mktemp("ov-cache"), tiny_checkpoint, None, "tiny")
@@ -87,12 +97,7 @@ def test_default_path_masks_match_eager_fp32(openvino_server, reference_model, n
         np.testing.assert_allclose(array(embed["embedding"]), predictor.features.numpy(), atol=2e-4, rtol=0)
         for kind, prompt in PROMPTS[name].items():
             body = ok(client.post("/segment", json={"image_id": embed["image_id"], **prompt}))
-            masks, scores, _ = predictor.predict(
-                point_coords=np.array(prompt["points"]) if "points" in prompt else None,
-                point_labels=np.array(prompt["labels"]) if "labels" in prompt else None,
-                box=np.array(prompt["boxes"][0]) if "boxes" in prompt else None,
-                multimask_output=kind == "point",
-            )
+            masks, scores, _ = eager_predict(predictor, kind, prompt)
             ours = result_masks(body["results"][0])
             assert ours.shape == masks.shape
             for mine, theirs in zip(ours, masks):
