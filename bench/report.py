@@ -9,7 +9,9 @@ from typing import Any, Iterator
 
 from bench.common import RESULTS, ROOT, logger
 
-START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+# (label, server, its paired ratio against bare OpenVINO bf16)
+PRECISIONS = (("fp32 (default)", "ours_served", None), ("bf16", "ours_served_bf16", "vs_openvino_bf16"),
+              ("int8", "ours_served_int8", "int8_vs_openvino_bf16"))
 
 
 def _rows_serve(result: dict[str, Any]) -> Iterator[tuple[str, str, str, str]]:
@@ -113,8 +115,31 @@ def table() -> str:
     return "\n".join(lines)
 
 
+def fast_paths_table() -> str:
+    """Served `/embed` per precision and model shape, from encoder.json: the README's fast-path table."""
+    path = RESULTS / "encoder.json"
+    if not path.is_file():
+        return "(no encoder results yet: python -m bench encoder)"
+    lines = ["| model | precision | s/image | vs fp32 served | vs bare OpenVINO bf16 | mask IoU point | mask IoU box |",
+             "|---|---|---|---|---|---|---|"]
+    for model, figures in json.loads(path.read_text())["models"].items():
+        rates, ious = figures["images_per_s"], figures["mask_iou_vs_eager_fp32"]
+        for label, key, paired in PRECISIONS:
+            if key in rates:
+                iou, vs_bf16 = ious[key], f"{figures[paired]:.2f}x" if paired else ""
+                lines.append(f"| {model} | {label} | {1 / rates[key]:.2f} | {rates[key] / rates['ours_served']:.2f}x | "
+                             f"{vs_bf16} | {iou['point']:.4f} | {iou['box']:.4f} |")
+    return "\n".join(lines)
+
+
+BLOCKS = {"bench": table, "fastpaths": fast_paths_table}
+
+
 def run(readme: Path = ROOT / "README.md") -> None:
     text = readme.read_text()
-    block = f"{START}\n{table()}\n{END}"
-    readme.write_text(re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S))
-    logger.info("README benchmark table regenerated from %s", RESULTS)
+    for name, make in BLOCKS.items():
+        start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+        block = f"{start}\n{make()}\n{end}"
+        text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
+    readme.write_text(text)
+    logger.info("README benchmark tables regenerated from %s", RESULTS)

@@ -48,7 +48,7 @@ class Prestart:
     """
 
     def __init__(self, settings: Settings, precision: str) -> None:
-        self.precision = precision  # "fp32" or "bf16": what the encoder is compiled for
+        self.precision = precision  # "fp32", "bf16" or "int8": what the encoder is compiled for
         self.started_at = time.monotonic()
         self.checkpoint: Future[ResolvedCheckpoint] = Future()
         self.compiled: Future[Any] = Future()  # an openvino.CompiledModel

@@ -70,7 +70,9 @@ def test_the_readme_table_has_a_row_per_committed_result() -> None:
                "everything": "segment-everything, points_per_side 32"}
     for suite in suites:
         assert markers[suite] in table, suite
-    assert table in (RESULTS.parent.parent / "README.md").read_text(), "README table is stale: run python -m bench report"
+    readme = (RESULTS.parent.parent / "README.md").read_text()
+    assert table in readme, "README table is stale: run python -m bench report"
+    assert report.fast_paths_table() in readme, "README fast-path table is stale: run python -m bench report"
 
 
 def test_paired_seconds_alternates_the_order_and_warms_the_peer_up() -> None:
