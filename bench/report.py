@@ -65,9 +65,8 @@ def _rows_encoder(result: dict[str, Any]) -> Iterator[tuple[str, str, str, str]]
         yield (f"served `/embed` vs our encoder in-process ({model})", f"{ours:.3f} vs {rates['ours_in_process']:.3f} img/s",
                f"{figures['served_vs_in_process']:.2f}x", "")
         native = "" if result.get("bf16_native") else " (no bf16 units on this CPU: f32 inside)"
-        for label, ours_key, ratio_key in (("bf16", "ours_served_bf16", "vs_openvino_bf16"),
-                                           ("int8", "ours_served_int8", "int8_vs_openvino_bf16")):
-            if ours_key in rates:
+        for label, ours_key, ratio_key in PRECISIONS:
+            if ratio_key and ours_key in rates:
                 yield (f"served `/embed` {label} vs bare OpenVINO bf16 ({model}){native}",
                        f"{rates[ours_key]:.3f} vs {rates['openvino_bf16']:.3f} img/s", f"{figures[ratio_key]:.2f}x", ">= 1.0")
         exact = min(min(ious[k].values()) for k in ("ours_served", "ours_in_process") if k in ious)
