@@ -16,6 +16,7 @@ from starlette.responses import Response
 from runners.edge import RequestEdge, json_errors
 from runners.lifecycle import install_exit_hook
 from runners.prestart import start_in_worker
+from runners.responses import NPY_MEDIA_TYPE
 from runners.schemas import (
     EmbedRequest,
     EmbedResponse,
@@ -89,9 +90,15 @@ class SegmentAnything:
 
     @bentoml.api(route="/embed")
     @json_errors
-    async def embed(self, request: EmbedRequest, /) -> EmbedResponse:
-        """The image embedding (1, 256, 64, 64), for clients that run the prompt decoder themselves."""
-        return await self.pipeline.embed(request, self.to_async.encode)
+    async def embed(self, request: EmbedRequest, /, ctx: bentoml.Context) -> EmbedResponse:
+        """The image embedding (1, 256, 64, 64), for clients that run the prompt decoder themselves.
+        ``Accept: application/x-npy`` gets it as a .npy file, the other fields in X-Segany-* headers."""
+        npy = NPY_MEDIA_TYPE in ctx.request.headers.get("accept", "")
+        response = await self.pipeline.embed(request, self.to_async.encode, npy=npy)
+        if npy:
+            body, headers = response
+            return Response(content=body, media_type=NPY_MEDIA_TYPE, headers=headers)
+        return response
 
 
 SegmentAnything.add_asgi_middleware(RequestEdge, max_body_bytes=SETTINGS.max_body_bytes)

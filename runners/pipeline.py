@@ -277,10 +277,14 @@ class Pipeline:
         )
         return await self._run(responses.everything_response, entry, instances, request, rgb)
 
-    async def embed(self, request: EmbedRequest, encode_batch: EncodeBatch) -> EmbedResponse:
+    async def embed(
+        self, request: EmbedRequest, encode_batch: EncodeBatch, *, npy: bool = False
+    ) -> EmbedResponse | tuple[bytes, dict[str, str]]:
+        """The EmbedResponse; with ``npy``, the .npy bytes and their headers (responses.embed_npy)."""
         self._require_ready()
         entry, _ = await self.cached_image(request, encode_batch)
-        return responses.embed_response(entry, self.model_name, request.dtype)
+        build = responses.embed_npy if npy else responses.embed_response
+        return build(entry, self.model_name, request.dtype)
 
 
 def prompts_for(request: SegmentRequest, size: tuple[int, int], settings: Settings) -> Prompts:

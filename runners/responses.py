@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 
 import numpy as np
 
@@ -96,6 +97,12 @@ def everything_response(
     return response, png
 
 
+# /embed with ``Accept: application/x-npy``: the embedding as a NumPy .npy file, the rest of
+# EmbedResponse in these headers (sizes as "height,width").
+NPY_MEDIA_TYPE = "application/x-npy"
+EMBED_HEADERS = ("x-segany-image-id", "x-segany-model", "x-segany-original-size", "x-segany-input-size")
+
+
 def embed_response(entry: CachedImage, model_name: str, dtype: str) -> EmbedResponse:
     embedding = entry.embedding
     return EmbedResponse(
@@ -105,3 +112,19 @@ def embed_response(entry: CachedImage, model_name: str, dtype: str) -> EmbedResp
         original_size=list(embedding.original_size),
         input_size=list(embedding.input_size),
     )
+
+
+def embed_npy(entry: CachedImage, model_name: str, dtype: str) -> tuple[bytes, dict[str, str]]:
+    """The embedding (1, 256, 64, 64) as .npy bytes (little-endian ``dtype``; ``numpy.load``
+    reads it), and the response headers that carry what the JSON form's other fields do: 4 MiB
+    in float32 where the JSON's base64 is 5.6 MB, with no encoding on either side."""
+    embedding = entry.embedding
+    buffer = io.BytesIO()
+    array = embedding.features.float().cpu().numpy().astype(np.dtype(dtype).newbyteorder("<"), copy=False)
+    np.save(buffer, array, allow_pickle=False)
+    values = (entry.image_id, model_name, embedding.original_size, embedding.input_size)
+    headers = {
+        name: value if isinstance(value, str) else ",".join(str(int(v)) for v in value)
+        for name, value in zip(EMBED_HEADERS, values)
+    }
+    return buffer.getvalue(), headers

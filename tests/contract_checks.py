@@ -49,6 +49,17 @@ def check_invocations_json(url: str) -> None:
         embed = ok(client.post("/invocations", json={"task": "embed", "image_id": direct["image_id"], "dtype": "float16"}))
         assert embed["image_id"] == direct["image_id"] and embed["embedding"]["shape"] == [1, 256, 64, 64]
         error(client.post("/invocations", json={"task": "classify", "image_id": direct["image_id"]}), 400, "invalid_request")
+        # the .npy form (float16: serverless returns at most 4 MiB, and float32 is 4 MiB plus the .npy header);
+        # SageMaker returns no response header but CustomAttributes, which carries the other fields
+        npy = client.post("/invocations", json={"task": "embed", "image_id": direct["image_id"], "dtype": "float16"},
+                          headers={"accept": "application/x-npy"})
+        assert npy.status_code == 200 and npy.headers["content-type"] == "application/x-npy", npy.text[:300]
+        np.testing.assert_array_equal(np.load(io.BytesIO(npy.content)), embedding_of(embed).astype(np.float16))
+        assert npy.headers["x-amzn-sagemaker-custom-attributes"] == (
+            f"image_id={direct['image_id']};model=tiny;original_size=534,800;input_size=684,1024")
+        wrong = error(client.post("/invocations", json={"task": "segment", "image_id": direct["image_id"], **POINT},
+                                  headers={"accept": "application/x-npy"}), 406)
+        assert "task=embed" in wrong["message"]
 
 
 def check_invocations_raw_image(url: str) -> None:

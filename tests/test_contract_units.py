@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from deploy.aws.contract import parse_custom_attributes, route_for
+from deploy.aws.contract import embed_attributes, parse_custom_attributes, route_for
 from deploy.entrypoint import ContainerConfig, listen, platform_for, serve_command, worker_command
 from deploy.gcp.contract import CloudLoggingFormatter, _trace, parse_trace
 from deploy.limits import SAGEMAKER
@@ -29,6 +29,14 @@ def test_custom_attributes():
 )
 def test_routes(task, fields, route):
     assert route_for(task, fields) == route
+
+
+def test_an_npy_embedding_carries_its_fields_in_custom_attributes():
+    headers = [(b"content-type", b"application/x-npy"), (b"X-Segany-Image-Id", b"ab12"), (b"x-segany-model", b"vit_h"),
+               (b"x-segany-original-size", b"534,800"), (b"x-segany-input-size", b"684,1024")]
+    assert embed_attributes(headers) == [
+        (b"x-amzn-sagemaker-custom-attributes", b"image_id=ab12;model=vit_h;original_size=534,800;input_size=684,1024")]
+    assert embed_attributes([(b"content-type", b"application/json")]) == []
 
 
 def test_unknown_task():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.client import array, b64, ok
+from tests.client import array, b64, error, ok
 from tests.photos import photo_bytes
 
 PROMPT = {"points": [[400, 260]], "labels": [1]}
@@ -43,6 +43,28 @@ def test_embed_float16(api, expected):
     body = ok(api.post("/embed", json={"image": b64(photo_bytes("dog")), "dtype": "float16"}))
     assert body["embedding"]["dtype"] == "float16"
     np.testing.assert_allclose(array(body["embedding"]), array(expected[0]["embedding"]), rtol=1e-3, atol=1e-3)
+
+
+def test_embed_as_npy(api, expected):
+    """Accept: application/x-npy gives the same values as the JSON form, as a .npy file, with
+    the JSON form's other fields in headers; errors stay JSON."""
+    embed = expected[0]
+    for dtype in ("float32", "float16"):
+        response = api.post("/embed", json={"image": b64(photo_bytes("dog")), "dtype": dtype},
+                            headers={"accept": "application/x-npy"})
+        assert response.status_code == 200 and response.headers["content-type"] == "application/x-npy"
+        values = np.load(io.BytesIO(response.content), allow_pickle=False)
+        assert values.dtype == np.dtype(dtype) and values.shape == (1, 256, 64, 64)
+        np.testing.assert_array_equal(values, array(embed["embedding"]).astype(dtype))
+        assert response.headers["x-segany-image-id"] == embed["image_id"]
+        assert response.headers["x-segany-model"] == "tiny"
+        assert response.headers["x-segany-original-size"] == "534,800"
+        assert response.headers["x-segany-input-size"] == "684,1024"
+    raw = api.post("/embed", content=photo_bytes("dog"), headers={"content-type": "image/jpeg", "accept": "application/x-npy"})
+    np.testing.assert_array_equal(np.load(io.BytesIO(raw.content)), array(embed["embedding"]))
+    assert len(raw.content) < 4 * 2**20 + 256  # the raw floats and a short header, where the JSON is 5.6 MB
+    missing = error(api.post("/embed", json={"image_id": "0" * 64}, headers={"accept": "application/x-npy"}), 404, "image_not_found")
+    assert "send the image again" in missing["message"]
 
 
 def test_data_url(api, expected):

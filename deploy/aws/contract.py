@@ -11,7 +11,9 @@
     as Async Inference and Batch Transform deliver an S3 object, with the task and its
     options in ``X-Amzn-SageMaker-Custom-Attributes`` (``task=everything;output=rle``),
     segment-everything by default.
-  The response has the type ``Accept`` asks for: JSON, or ``image/png`` (the overlay).
+  The response has the type ``Accept`` asks for: JSON, ``image/png`` (the overlay), or for
+  ``task=embed`` ``application/x-npy`` (the embedding as a .npy file; its image_id, model and
+  sizes come back in ``CustomAttributes``, since SageMaker returns no other response header).
 - A response larger than the mode's limit (``SEGANY_SAGEMAKER_MODE``: real-time 6 MB,
   serverless 4 MB) becomes a 413 that says how to get under it, never a truncated body.
 - ``GET /execution-parameters``: Batch Transform's optional question, answered.
@@ -29,6 +31,7 @@ from starlette.responses import JSONResponse
 from deploy.limits import PlatformLimits
 from runners.edge import RAW_IMAGE_TYPES, LimitedReceive, replay
 from runners.errors import InputError, PayloadTooLarge, ResponseTooLarge, SegAnyError
+from runners.responses import EMBED_HEADERS, NPY_MEDIA_TYPE
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +43,7 @@ TASK_ROUTES = {
 }
 PROMPT_FIELDS = ("points", "boxes", "mask_input")
 ATTRIBUTES_HEADER = b"x-amzn-sagemaker-custom-attributes"
-ACCEPTED = ("application/json", "image/png", "*/*")
+ACCEPTED = ("application/json", "image/png", NPY_MEDIA_TYPE, "*/*")
 
 
 def parse_custom_attributes(value: str) -> dict[str, str]:
@@ -67,6 +70,20 @@ def route_for(task: str | None, fields: dict[str, Any]) -> str:
         return TASK_ROUTES[task]
     except KeyError:
         raise InputError(f"task={task!r} is not one of {', '.join(TASK_ROUTES)}.", field="task") from None
+
+
+def check_produces(accept: str, route: str) -> None:
+    if accept == NPY_MEDIA_TYPE and route != TASK_ROUTES["embed"]:
+        raise InputError(f"Accept: {NPY_MEDIA_TYPE} is the embedding's form: send task=embed, or accept "
+                         "application/json for masks.", field="Accept", status=406)
+
+
+def embed_attributes(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The /embed .npy response's X-Segany-* headers, repeated as the one response header that
+    SageMaker hands back to the caller: ``image_id=...;model=...;original_size=H,W;input_size=H,W``."""
+    found = {key.lower().decode("latin-1"): value.decode("latin-1") for key, value in headers}
+    parts = [f"{name.removeprefix('x-segany-').replace('-', '_')}={found[name]}" for name in EMBED_HEADERS if name in found]
+    return [(ATTRIBUTES_HEADER, ";".join(parts).encode("latin-1"))] if parts else []
 
 
 class SageMakerContract:
@@ -105,7 +122,8 @@ class SageMakerContract:
         headers = dict(scope["headers"])
         accept = headers.get(b"accept", b"application/json").decode("latin-1").split(",")[0].split(";")[0].strip()
         if accept not in ACCEPTED:
-            raise InputError(f"Accept: {accept} cannot be produced; ask application/json or image/png (overlay).", field="Accept", status=406)
+            raise InputError(f"Accept: {accept} cannot be produced; ask application/json, image/png (overlay) "
+                             f"or {NPY_MEDIA_TYPE} (task=embed).", field="Accept", status=406)
         media_type = headers.get(b"content-type", b"application/json").decode("latin-1").split(";")[0].strip().lower()
         body = await LimitedReceive(receive, self.limits.request_bytes or 2**40, self._too_large).read_all()
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
@@ -113,6 +131,7 @@ class SageMakerContract:
             fields = {**query, **parse_custom_attributes(headers.get(ATTRIBUTES_HEADER, b"").decode("latin-1"))}
             route = TASK_ROUTES["everything"] if "task" not in fields else route_for(fields["task"], fields)
             fields.pop("task", None)
+            check_produces(accept, route)
             if accept == "image/png":
                 fields.setdefault("output", "overlay")
             return {**scope, "path": route, "raw_path": route.encode(), "query_string": urlencode(fields).encode()}, body
@@ -123,6 +142,7 @@ class SageMakerContract:
         if not isinstance(fields, dict):
             raise InputError("the JSON body must be an object such as {\"task\": \"segment\", \"image\": ...}.")
         route = route_for(fields.pop("task", None), fields)
+        check_produces(accept, route)
         if accept == "image/png":
             fields.setdefault("output", "overlay")
         return {**scope, "path": route, "raw_path": route.encode()}, json.dumps(fields).encode()
@@ -157,12 +177,13 @@ class _SizeGuard:
             error = ResponseTooLarge(
                 f"the response is {len(body) / 2**20:.1f} MiB, over the {limit / 2**20:.0f} MiB that {self.limits.name} "
                 "returns. Ask output=rle (the most compact masks), fewer or coarser instances (a smaller "
-                "points_per_side, higher thresholds), dtype=float16 for /embed, or deploy in async mode, "
-                "whose results go to S3."
+                "points_per_side, higher thresholds), for /embed dtype=float16 or Accept: application/x-npy, "
+                "or deploy in async mode, whose results go to S3."
             )
             logger.warning("%s", error.message)
             body = json.dumps(error.to_body()).encode()
             self.start = {**self.start, "status": error.status, "headers": [(b"content-type", b"application/json")]}
         headers = [(k, v) for k, v in self.start["headers"] if k.lower() != b"content-length"]
+        headers += embed_attributes(headers)
         await self.send({**self.start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
         await self.send({"type": "http.response.body", "body": body, "more_body": False})
