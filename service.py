@@ -16,8 +16,8 @@ from starlette.responses import Response
 from runners.edge import RequestEdge, json_errors
 from runners.lifecycle import install_exit_hook
 from runners.prestart import start_in_worker
-from runners.responses import NPY_MEDIA_TYPE
 from runners.schemas import (
+    NPY_MEDIA_TYPE,
     EmbedRequest,
     EmbedResponse,
     EverythingRequest,

@@ -9,6 +9,7 @@ from typing import Any, Iterator
 
 from bench.common import RESULTS, ROOT, logger
 
+ISA_NAMES = {"avx512_bf16": "AVX-512 with bf16", "avx512f": "AVX-512, no bf16", "avx2": "AVX2 only"}
 # (label, server, its paired ratio against bare OpenVINO bf16)
 PRECISIONS = (("fp32 (default)", "ours_served", None), ("bf16", "ours_served_bf16", "vs_openvino_bf16"),
               ("int8", "ours_served_int8", "int8_vs_openvino_bf16"))
@@ -22,6 +23,10 @@ def _rows_serve(result: dict[str, Any]) -> Iterator[tuple[str, str, str, str]]:
     yield (f"first vs second prompt on one image ({model})",
            f"{served['first_prompt_s']:.2f} s vs {served['point']['median_s'] * 1e3:.0f} ms",
            f"{ratios['first_vs_second_prompt_speedup']:.0f}x faster", result["goals"]["first_vs_second_prompt_speedup"])
+    if "embed_cached_npy_vs_json" in ratios:
+        yield (f"`/embed` of a cached image, `.npy` vs JSON, decoded by the client ({model})",
+               f"{served['embed_cached_npy']['median_s'] * 1e3:.0f} ms vs {served['embed_cached_json']['median_s'] * 1e3:.0f} ms",
+               f"{ratios['embed_cached_npy_vs_json']:.2f}x faster", "")
     for level, value in served["embed_images_per_s"].items():
         key = f"embed_c{level}_vs_set_image_loop"
         yield (f"`/embed` at concurrency {level} vs a `set_image` loop ({model})",
@@ -108,7 +113,8 @@ def table() -> str:
         if rows is None:
             continue
         c = result["conditions"]
-        where = f"{c['cores']} cores, torch {c['torch']}, {c['date']} (`{path.relative_to(ROOT)}`)"
+        isa = c.get("isa", "avx512_bf16" if c.get("avx512_bf16") else "?")  # results from before "isa" was kept
+        where = f"{c['cores']} cores ({ISA_NAMES.get(isa, isa)}), torch {c['torch']}, {c['date']} (`{path.relative_to(ROOT)}`)"
         for name, figures, ratio, goal in rows(result):
             lines.append(f"| {name} | {figures} | {ratio} | {goal} | {where} |")
     return "\n".join(lines)

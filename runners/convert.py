@@ -1,10 +1,12 @@
-"""Convert SAM's image encoder to OpenVINO IR: ``python -m runners.convert --checkpoint ... --out DIR``.
+"""Convert SAM's image encoder and mask decoder to OpenVINO IR: ``python -m runners.convert --checkpoint ... --out DIR``.
 
 Run by the server in a child process the first time a checkpoint is served with the
 OpenVINO backend, and by ``segany convert`` ahead of time (for example while building an
 image with baked weights). Writes ``image_encoder.xml``/``.bin`` (float32, exactly the
 torch encoder's graph, global attention a few heads at a time, windowed blocks' linear layers on
-the real tokens only: runners/attention.py) atomically into DIR. With ``--int8-calibration
+the real tokens only: runners/attention.py) and ``mask_decoder.xml``/``.bin`` (float32, the
+decoder's ``predict_masks``: any number of prompts and of tokens per prompt; runners/decoders.py
+runs it) atomically into DIR. With ``--int8-calibration
 PHOTOS`` the encoder is then quantized to int8 with NNCF (``SEGANY_PRECISION=int8``): its
 matrix products take int8 inputs whose ranges were measured on those photos, preprocessed
 exactly as served images are.
@@ -31,7 +33,7 @@ def convert(checkpoint: Path, model_type: str | None, out: Path, int8_calibratio
 
     from .attention import use_lean_encoder
     from .calibration import calibration_images, require_nncf
-    from .converted import IMAGE_SHAPE, write_manifest
+    from .converted import DECODER_XML, IMAGE_SHAPE, write_manifest
     from .models import load_sam
     from .specs import get_spec
 
@@ -49,6 +51,7 @@ def convert(checkpoint: Path, model_type: str | None, out: Path, int8_calibratio
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     ov.save_model(model, staging / "image_encoder.xml", compress_to_fp16=False)
+    ov.save_model(convert_decoder(sam), staging / DECODER_XML, compress_to_fp16=False)
     write_manifest(staging, checkpoint=str(checkpoint), model_type=sam.segany_model_type,
                    weights="int8" if images else "float32", calibration_images=len(images),
                    openvino=ov.__version__, torch=torch.__version__, seconds=round(time.perf_counter() - start, 1))
@@ -56,6 +59,32 @@ def convert(checkpoint: Path, model_type: str | None, out: Path, int8_calibratio
     staging.replace(out)
     logger.info("converted %s encoder to %s in %.0f s", sam.segany_model_type, out, time.perf_counter() - start)
     return out / "image_encoder.xml"
+
+
+class _PredictMasks(torch.nn.Module):
+    """``MaskDecoder.predict_masks`` as a module to trace: image_embeddings and image_pe
+    (1, 256, 64, 64), sparse prompt embeddings (B, N, 256), dense (B or 1, 256, 64, 64) ->
+    masks (B, 4, 256, 256) low-res logits and iou_pred (B, 4), all float32."""
+
+    def __init__(self, mask_decoder: torch.nn.Module) -> None:
+        super().__init__()
+        self.mask_decoder = mask_decoder
+
+    def forward(self, image_embeddings, image_pe, sparse, dense):  # type: ignore[no-untyped-def]
+        return self.mask_decoder.predict_masks(image_embeddings, image_pe, sparse, dense)
+
+
+def convert_decoder(sam):  # type: ignore[no-untyped-def]
+    """The mask decoder as an OpenVINO model with a dynamic prompt count and token count."""
+    import openvino as ov
+
+    dim = sam.prompt_encoder.embed_dim
+    grid = sam.prompt_encoder.image_embedding_size
+    image = torch.zeros(1, dim, *grid)
+    example = (image, image, torch.zeros(2, 3, dim), torch.zeros(2, dim, *grid))
+    shapes = [ov.PartialShape([1, dim, *grid])] * 2 + [ov.PartialShape([-1, -1, dim]), ov.PartialShape([-1, dim, *grid])]
+    with torch.no_grad():
+        return ov.convert_model(_PredictMasks(sam.mask_decoder).eval(), example_input=example, input=shapes)
 
 
 def quantize(model, sam, images: list[Path]):  # type: ignore[no-untyped-def]
@@ -79,8 +108,13 @@ def quantize(model, sam, images: list[Path]):  # type: ignore[no-untyped-def]
         return prepare_image(sam, transform, rgb, torch.device("cpu")).tensor[None].numpy()
 
     logger.info("quantizing to int8, calibrated on %d images", len(images))
+    # overflow_fix: weights get 7 bits of range, so that on CPUs without VNNI (AVX2's int8 products add
+    # pairs into a saturating int16) no sum overflows; without it, masks there fell to IoU 0.83.
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+
     return nncf.quantize(model, nncf.Dataset(images, encoder_input), model_type=nncf.ModelType.TRANSFORMER,
-                         subset_size=len(images), ignored_scope=nncf.IgnoredScope(patterns=[ATTENTION_PRODUCTS], validate=False))
+                         subset_size=len(images), ignored_scope=nncf.IgnoredScope(patterns=[ATTENTION_PRODUCTS], validate=False),
+                         advanced_parameters=AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE))
 
 
 def main() -> None:

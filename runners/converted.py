@@ -1,4 +1,4 @@
-"""The OpenVINO encoder on disk: converted once per checkpoint, compiled at each start.
+"""The OpenVINO encoder (and mask decoder) on disk: converted once per checkpoint, compiled at each start.
 
 Torch-free (torch is only a child process's business here), so that loading can compile the
 encoder while the worker is still importing torch (runners/prestart.py).
@@ -11,6 +11,7 @@ encoder while the worker is still importing torch (runners/prestart.py).
 - ``compile_converted`` compiles it with OpenVINO's model cache, so later starts read a blob.
   OpenVINO releases the GIL while it compiles. The pages of the mapped files it copies the
   weights from are given back while it does (runners/mapped_pages.py): the weights live once.
+- ``compile_decoder`` compiles the mask decoder converted beside it, always in float32.
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ from .settings import Settings
 
 logger = logging.getLogger(__name__)
 
-CONVERTER_VERSION = 2  # bump when the conversion changes, so cached IRs are rebuilt
+CONVERTER_VERSION = 3  # bump when the conversion changes, so cached IRs are rebuilt (3: + the mask decoder)
 IMAGE_SHAPE = (1, 3, 1024, 1024)
+DECODER_XML = "mask_decoder.xml"
 # SEGANY_PRECISION -> the precision of the OpenVINO encoder (CPU only; fp16 is refused on CPU).
 # int8: an encoder quantized at conversion, its other operations in bf16 where the CPU has it.
 OPENVINO_PRECISIONS = {"auto": "fp32", "fp32": "fp32", "bf16": "bf16", "int8": "int8"}
@@ -52,6 +54,10 @@ class ConvertedEncoder:
 
     xml: Path
     compiled_cache: Path | None
+
+    @property
+    def decoder_xml(self) -> Path:
+        return self.xml.with_name(DECODER_XML)
 
 
 def _version(distribution: str) -> str:
@@ -143,6 +149,27 @@ def write_manifest(folder: Path, **fields: object) -> None:
     (folder / "manifest.json").write_text(json.dumps(fields, indent=2) + "\n")
 
 
+def _core(converted: ConvertedEncoder) -> Any:
+    """An OpenVINO Core that reads and fills this encoder's compiled-model cache, if it keeps one."""
+    import openvino as ov
+    import openvino.properties as props
+
+    core = ov.Core()
+    if converted.compiled_cache is not None:
+        core.set_property({props.cache_dir: str(converted.compiled_cache)})
+    return core
+
+
+def _config(inference_precision: Any, threads: int) -> dict[Any, Any]:
+    import openvino.properties as props
+    import openvino.properties.hint as hints
+
+    config = {hints.performance_mode: hints.PerformanceMode.LATENCY, hints.inference_precision: inference_precision}
+    if threads:
+        config[props.inference_num_threads] = threads
+    return config
+
+
 def compile_converted(converted: ConvertedEncoder, precision: str, threads: int = 0) -> Any:
     """Compile the IR for this CPU (``precision`` "fp32", "bf16", or "int8" for a quantized IR, whose
     other operations then run in bf16 where the CPU has it); an ``openvino.CompiledModel``.
@@ -151,28 +178,32 @@ def compile_converted(converted: ConvertedEncoder, precision: str, threads: int 
     """
     import openvino as ov
     import openvino.properties as props
-    import openvino.properties.hint as hints
 
-    core = ov.Core()
-    mapped = [converted.xml.parent]
-    if converted.compiled_cache is not None:
-        core.set_property({props.cache_dir: str(converted.compiled_cache)})
-        mapped.append(converted.compiled_cache)
+    core = _core(converted)
+    mapped = [converted.xml.parent] + ([converted.compiled_cache] if converted.compiled_cache is not None else [])
     bf16_units = "BF16" in core.get_property("CPU", props.device.capabilities)
     if precision == "bf16" and not bf16_units:
         logger.warning("SEGANY_PRECISION=bf16: this CPU has no bf16 support; OpenVINO runs f32")
-    config = {
-        hints.performance_mode: hints.PerformanceMode.LATENCY,
-        hints.inference_precision: ov.Type.bf16 if precision in ("bf16", "int8") and bf16_units else ov.Type.f32,
-    }
-    if threads:
-        config[props.inference_num_threads] = threads
+    fast = precision in ("bf16", "int8") and bf16_units
     with ReleasingMappedPages(mapped):  # the weights held once
-        return core.compile_model(str(converted.xml), "CPU", config)
+        return core.compile_model(str(converted.xml), "CPU", _config(ov.Type.bf16 if fast else ov.Type.f32, threads))
 
 
-def compile_for(settings: Settings, checkpoint: ResolvedCheckpoint, model_type: str, precision: str) -> Any:
-    """The compiled encoder for a resolved checkpoint, as the settings ask (converting it first
+def compile_decoder(converted: ConvertedEncoder, threads: int = 0) -> Any | None:
+    """The mask decoder converted beside the encoder, compiled in float32 whatever the encoder's
+    precision (it is small, and its logits are thresholded into the masks); None when the folder
+    has none (one converted before the decoder was, or `segany convert` of an older release)."""
+    import openvino as ov
+
+    if not (converted.decoder_xml.is_file() and converted.decoder_xml.with_suffix(".bin").is_file()):
+        logger.info("%s holds no converted mask decoder; the decoder runs in torch (convert again to run it in "
+                    "OpenVINO)", converted.xml.parent)
+        return None
+    return _core(converted).compile_model(str(converted.decoder_xml), "CPU", _config(ov.Type.f32, threads))
+
+
+def encoder_files(settings: Settings, checkpoint: ResolvedCheckpoint, model_type: str, precision: str) -> ConvertedEncoder:
+    """The converted encoder for a resolved checkpoint, as the settings ask (converting it first
     when no converted copy exists)."""
     if settings.openvino_dir is not None:
         check_prebuilt(settings.openvino_dir, precision)
@@ -180,7 +211,23 @@ def compile_for(settings: Settings, checkpoint: ResolvedCheckpoint, model_type: 
         raise ConfigError("SEGANY_PRECISION=int8 quantizes the encoder on photos like the ones you will serve: set "
                           "SEGANY_INT8_CALIBRATION to a folder of 16-300 of them (JPEG, PNG or WebP), or "
                           "SEGANY_OPENVINO_DIR to an encoder made by `segany convert --int8-calibration DIR`.")
-    converted = converted_encoder(settings.cache_dir, checkpoint.path, checkpoint.sha256, model_type,
-                                  settings.openvino_dir, settings.keeps_compiled_encoder,
-                                  settings.int8_calibration if precision == "int8" else None)
-    return compile_converted(converted, precision, settings.torch_threads)
+    return converted_encoder(settings.cache_dir, checkpoint.path, checkpoint.sha256, model_type,
+                             settings.openvino_dir, settings.keeps_compiled_encoder,
+                             settings.int8_calibration if precision == "int8" else None)
+
+
+@dataclass(frozen=True)
+class CompiledParts:
+    """The compiled encoder, and the compiled mask decoder (None: the decoder runs in torch)."""
+
+    encoder: Any
+    decoder: Any | None
+
+
+def compile_for(settings: Settings, checkpoint: ResolvedCheckpoint, model_type: str, precision: str) -> CompiledParts:
+    """The compiled encoder and decoder for a resolved checkpoint, as the settings ask
+    (converting them first when no converted copy exists)."""
+    converted = encoder_files(settings, checkpoint, model_type, precision)
+    encoder = compile_converted(converted, precision, settings.torch_threads)
+    decoder = compile_decoder(converted, settings.torch_threads) if settings.decoder == "auto" else None
+    return CompiledParts(encoder, decoder)

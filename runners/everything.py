@@ -14,8 +14,10 @@ NMS, small-region cleanup) is reused; what changes changes no result:
 - on CPU the decoder runs a few points at a time instead of ``points_per_batch`` (64) at
   once: each point repeats the 256 x 64 x 64 image embedding, and past a few points those
   tensors fall out of the CPU caches (measured 143 ms per point in batches of 64 against
-  87-100 ms in batches of 1-6, 2-core EPYC). Each point's prediction is its own, so only
-  floating-point rounding can differ; the tests hold it to SAM's instances.
+  87-100 ms in batches of 1-6, 2-core EPYC). The OpenVINO decoder (runners/decoders.py) costs
+  the same per point at 4 as at 64 (105 ms on an AVX2 EPYC) but its peak memory grows with
+  the batch (+0.2 GB at 4, +2.9 GB at 64), so it gets 4 as well. Each point's prediction is
+  its own, so only floating-point rounding can differ; the tests hold it to SAM's instances.
 
 Instances are returned as uncompressed RLE, so even thousands of masks never sit in
 memory as full-size arrays at once.

@@ -26,6 +26,7 @@ from . import responses
 from .cache import CachedImage, EmbeddingCache
 from .checkpoints import resolve_checkpoint
 from .converted import compile_for, openvino_precision
+from .decoders import use_openvino_decoder
 from .encoders import Encoder, OpenVINOEncoder, TorchEncoder, choose_backend
 from .errors import ImageNotFound, NotReady, Overloaded, PromptError, SegAnyError
 from .everything import segment_everything
@@ -98,12 +99,12 @@ class Pipeline:
         model = load_sam(requested, checkpoint.path, device, with_encoder=backend == "torch")
         spec = get_spec(model.segany_model_type)
         self.model_name = spec.name
+        decoder = "torch"
         if backend == "openvino":
-            if early is not None:
-                compiled = early.compiled.result()
-            else:
-                compiled = compile_for(settings, checkpoint, spec.name, precision)
-            encoder: Encoder = OpenVINOEncoder(compiled, precision)
+            compiled = early.compiled.result() if early is not None else compile_for(settings, checkpoint, spec.name, precision)
+            encoder: Encoder = OpenVINOEncoder(compiled.encoder, precision)
+            if compiled.decoder is not None:
+                decoder = use_openvino_decoder(model.mask_decoder, compiled.decoder)
         else:
             encoder = TorchEncoder(model.image_encoder, device, autocast)
         engine = SamEngine(model, device, encoder)
@@ -117,8 +118,8 @@ class Pipeline:
             engine.warm_up(encoder=warmup == "full")
         self.engine = engine
         self._ready.set()
-        logger.info("model %s ready (%s, %s encoder, precision %s, %s warm-up)", spec.name, device, backend,
-                    precision, warmup)
+        logger.info("model %s ready (%s, %s encoder, precision %s, %s decoder, %s warm-up)", spec.name, device, backend,
+                    precision, decoder, warmup)
 
     def start_loading(self, early: Prestart | None = None) -> threading.Thread:
         """Load in a background thread; a failure ends the process with a non-zero status."""
@@ -202,8 +203,10 @@ class Pipeline:
             raise SegAnyError("the image encoder returned no embedding; see the server log.")
         if isinstance(exc, SegAnyError):
             raise exc
-        if "overloaded" in str(exc).lower():
-            raise Overloaded("the encoder queue is full; retry later or raise SEGANY_MAX_LATENCY_MS.") from exc
+        if getattr(exc, "error_code", None) == 503 or "overloaded" in str(exc).lower():
+            # BentoML's batcher sheds a request whose wait it expects past SEGANY_MAX_LATENCY_MS (503)
+            raise Overloaded("the encoder queue is longer than SEGANY_MAX_LATENCY_MS allows; retry later, add "
+                             "replicas, or raise SEGANY_MAX_LATENCY_MS.") from exc
         raise SegAnyError(f"the image encoder failed ({type(exc).__name__}); see the server log.") from exc
 
     # --- images ----------------------------------------------------------------------------

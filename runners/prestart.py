@@ -41,7 +41,7 @@ NVIDIA_DRIVER_PATHS = (Path("/proc/driver/nvidia"), Path("/dev/nvidiactl"))
 
 
 class Prestart:
-    """The checkpoint and the compiled OpenVINO encoder, being made on a background thread.
+    """The checkpoint and the compiled OpenVINO encoder and decoder, being made on a background thread.
 
     ``checkpoint`` and ``compiled`` are futures: ``result()`` waits, and raises what the thread
     raised (a CheckpointError, for instance), so failures end the start as they always did.
@@ -51,7 +51,7 @@ class Prestart:
         self.precision = precision  # "fp32", "bf16" or "int8": what the encoder is compiled for
         self.started_at = time.monotonic()
         self.checkpoint: Future[ResolvedCheckpoint] = Future()
-        self.compiled: Future[Any] = Future()  # an openvino.CompiledModel
+        self.compiled: Future[Any] = Future()  # runners.converted.CompiledParts
         self._settings = settings
         self._thread = threading.Thread(target=self._run, name="segany-prestart", daemon=True)
         self._thread.start()

@@ -12,6 +12,7 @@ from .everything import Instance as EverythingInstance
 from .outputs import decode_rle, describe_masks, encode_masks, render_overlay, uncompressed_rle_to_coco
 from .sam import Prediction
 from .schemas import (
+    EMBED_HEADERS,
     ArrayPayload,
     EmbedResponse,
     EverythingRequest,
@@ -95,12 +96,6 @@ def everything_response(
         image_id=entry.image_id, width=width, height=height, output=fmt, instances=items, overlay=_b64(png)
     )
     return response, png
-
-
-# /embed with ``Accept: application/x-npy``: the embedding as a NumPy .npy file, the rest of
-# EmbedResponse in these headers (sizes as "height,width").
-NPY_MEDIA_TYPE = "application/x-npy"
-EMBED_HEADERS = ("x-segany-image-id", "x-segany-model", "x-segany-original-size", "x-segany-input-size")
 
 
 def embed_response(entry: CachedImage, model_name: str, dtype: str) -> EmbedResponse:

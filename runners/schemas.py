@@ -25,6 +25,12 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
+# /embed with ``Accept: application/x-npy``: the embedding as a NumPy .npy file, the rest of
+# EmbedResponse in these headers (sizes as "height,width").
+NPY_MEDIA_TYPE = "application/x-npy"
+EMBED_HEADERS = ("x-segany-image-id", "x-segany-model", "x-segany-original-size", "x-segany-input-size")
+
+
 class ArrayPayload(BaseModel):
     """A numeric array: base64 of its little-endian, C-order bytes, with shape and dtype."""
 

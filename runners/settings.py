@@ -19,6 +19,7 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 BATCH_STACKING = ("auto", "stack", "sequential")
 ENCODERS = ("auto", "torch", "openvino")
+DECODERS = ("auto", "torch")
 COMPILED_CACHES = ("auto", "on", "off")
 WARMUPS = ("auto", "full", "decoder", "off")
 URL_SCHEMES = ("https", "http", "s3", "gs")
@@ -57,6 +58,9 @@ class Settings:
     int8_calibration: Path | None = None
     # SEGANY_ENCODER: image-encoder backend; auto = OpenVINO on CPU when installed, else torch.
     encoder: str = "auto"
+    # SEGANY_DECODER: mask-decoder backend; auto = OpenVINO (float32) when the encoder runs in
+    # OpenVINO and was converted with its decoder, else torch; torch = always segment_anything's.
+    decoder: str = "auto"
     # SEGANY_OPENVINO_DIR: an encoder converted ahead of time by `segany convert` (else converted
     # on first start into the cache).
     openvino_dir: Path | None = None
@@ -132,6 +136,7 @@ class Settings:
             precision=read.choice("SEGANY_PRECISION", PRECISIONS, cls.precision),
             int8_calibration=read.path("SEGANY_INT8_CALIBRATION"),
             encoder=read.choice("SEGANY_ENCODER", ENCODERS, cls.encoder),
+            decoder=read.choice("SEGANY_DECODER", DECODERS, cls.decoder),
             openvino_dir=read.path("SEGANY_OPENVINO_DIR"),
             compiled_cache=read.choice("SEGANY_COMPILED_CACHE", COMPILED_CACHES, cls.compiled_cache),
             torch_threads=read.number("SEGANY_TORCH_THREADS", int, cls.torch_threads, minimum=0),

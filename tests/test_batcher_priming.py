@@ -12,6 +12,9 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+import torch
+
 from bentoml._internal.marshal.dispatcher import CorkDispatcher
 
 from runners.pipeline import BATCHER_TRAINING_CALLS, Pipeline
@@ -96,3 +99,23 @@ def test_a_failing_priming_call_never_fails_the_request():
         return calls
 
     assert asyncio.run(scenario()) == 1  # tried once, not on every request
+
+
+def test_a_request_the_batcher_sheds_is_a_503_that_says_why():
+    """BentoML's dispatcher answers a call it expects to wait past max_latency_ms with its
+    ServiceUnavailable (seen at concurrency 16 on a slow CPU): the client gets our 503
+    overloaded error with the setting to change, not a 500."""
+    from bentoml.exceptions import ServiceUnavailable
+
+    from runners.errors import Overloaded
+    from runners.sam import PreparedImage
+
+    async def encode_batch(tickets: list[str]) -> list[str]:
+        raise ServiceUnavailable("Service Unavailable")
+
+    pipeline = Pipeline(Settings(max_batch_size=1))
+    prepared = PreparedImage(torch.zeros(3, 8, 8), (8, 8), (8, 8))
+    with pytest.raises(Overloaded) as caught:
+        asyncio.run(pipeline._encode(prepared, encode_batch))
+    assert caught.value.status == 503 and "SEGANY_MAX_LATENCY_MS" in caught.value.message
+    assert not pipeline._staged  # nothing left behind

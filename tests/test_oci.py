@@ -191,6 +191,7 @@ def test_image_config_is_the_contract(image: BuiltImage) -> None:
     assert (image.rootfs / "opt/segany/weights/tiny.pth").is_file()
     assert env["SEGANY_OPENVINO_DIR"] == "/opt/segany/openvino"  # converted at build time, with the weights
     assert (image.rootfs / "opt/segany/openvino/image_encoder.xml").is_file()
+    assert (image.rootfs / "opt/segany/openvino/mask_decoder.xml").is_file()  # the decoder runs in OpenVINO too
     assert not any(key in env for key in ("SSL_CERT_FILE", "PIP_CERT", "SEGANY_TORCH_INDEX_URL"))
 
 

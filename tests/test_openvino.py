@@ -1,4 +1,4 @@
-"""The default CPU path: the image encoder in OpenVINO, converted once per checkpoint.
+"""The default CPU path: the image encoder and mask decoder in OpenVINO, converted once per checkpoint.
 
 Not bit-identical to torch (another runtime sums in another order), so the bar is the
 performance issue's: masks with IoU >= 0.999 against eager fp32 SamPredictor on the real
@@ -10,16 +10,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from segment_anything import SamPredictor
+from segment_anything import SamAutomaticMaskGenerator, SamPredictor
 
 from bench.server import ServerProcess
-from runners.converted import converted_encoder
+from runners.converted import compile_decoder, converted_encoder
+from runners.decoders import OpenVINOMaskDecoder
 from runners.encoders import OpenVINOEncoder, TorchEncoder
 from runners.models import load_sam
 from runners.specs import get_spec
-from tests.client import array, ok, photo_b64, result_masks, result_scores
+from tests.client import array, b64, ok, photo_b64, result_masks, result_scores
 from tests.conftest import server_env
-from tests.photos import PHOTOS, photo_rgb
+from tests.photos import PHOTOS, photo_rgb, small_photo_png, small_photo_rgb
+from tests.test_everything import OPEN, assert_instances_equal
 
 pytest.importorskip("openvino")
 
@@ -65,6 +67,41 @@ def test_openvino_embeddings_match_torch(converted, tiny_checkpoint, reference_m
     assert (ours - reference).abs().max() <= 1e-4 * reference.abs().max()
 
 
+@pytest.mark.parametrize("prompts, tokens, dense", [(1, 2, "no mask"), (7, 3, "no mask"), (3, 2, "mask input")])
+def test_openvino_decoder_matches_torch(converted, reference_model, prompts, tokens, dense):
+    """predict_masks converted: the same low-res logits and IoU predictions as torch's, for one
+    prompt and several, with the expanded no-mask embedding (sent once) and with a mask input's."""
+    compiled = compile_decoder(converted)
+    assert compiled is not None
+    decoder, reference = OpenVINOMaskDecoder(compiled), reference_model.mask_decoder
+    generator = torch.Generator().manual_seed(prompts)
+    dim = reference_model.prompt_encoder.embed_dim
+    image = torch.randn(1, dim, 64, 64, generator=generator)
+    image_pe = reference_model.prompt_encoder.get_dense_pe()
+    sparse = torch.randn(prompts, tokens, dim, generator=generator)
+    if dense == "no mask":
+        dense_embeddings = reference_model.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(prompts, -1, 64, 64)
+    else:
+        dense_embeddings = torch.randn(prompts, dim, 64, 64, generator=generator)
+    with torch.inference_mode():
+        masks, iou_pred = reference.predict_masks(image, image_pe, sparse, dense_embeddings)
+        ours_masks, ours_iou = decoder(image, image_pe, sparse, dense_embeddings)
+    assert ours_masks.shape == masks.shape == (prompts, 4, 256, 256) and ours_iou.shape == iou_pred.shape
+    assert (ours_masks - masks).abs().max() <= 1e-5 * masks.abs().max()
+    assert (ours_iou - iou_pred).abs().max() <= 1e-5
+    assert ((ours_masks > 0) == (masks > 0)).float().mean() >= 0.9999
+
+
+def test_a_folder_without_a_converted_decoder_keeps_the_torch_decoder(converted, tmp_path, caplog):
+    older = tmp_path / "older"
+    older.mkdir()
+    for suffix in (".xml", ".bin"):
+        (older / f"image_encoder{suffix}").symlink_to(converted.xml.with_suffix(suffix))
+    with caplog.at_level("INFO", logger="runners.converted"):
+        assert compile_decoder(type(converted)(older / "image_encoder.xml", None)) is None
+    assert "decoder runs in torch" in caplog.text and "convert again" in caplog.text
+
+
 def test_the_server_never_loads_the_encoder_weights_into_torch(tiny_checkpoint):
     model = load_sam(get_spec("tiny"), tiny_checkpoint, torch.device("cpu"), with_encoder=False)
     assert sum(p.numel() for p in model.image_encoder.parameters()) == 0
@@ -88,7 +125,7 @@ def test_default_path_masks_match_eager_fp32(openvino_server, reference_model, n
     import httpx
 
     start_log = openvino_server.log_path.read_text()
-    assert "openvino encoder" in start_log
+    assert "openvino encoder" in start_log and "openvino decoder" in start_log
     assert "compiling the OpenVINO encoder while torch loads" in start_log  # runners/prestart.py
     predictor = SamPredictor(reference_model)
     predictor.set_image(photo_rgb(name))
@@ -103,3 +140,15 @@ def test_default_path_masks_match_eager_fp32(openvino_server, reference_model, n
             for mine, theirs in zip(ours, masks):
                 assert iou(mine, theirs) >= 0.999, (name, kind)
             np.testing.assert_allclose(result_scores(body["results"][0]), scores, atol=1e-3)
+
+
+def test_default_path_segment_everything_matches_the_generator(openvino_server, reference_model):
+    """Segment-everything, whose cost is the decoder's, with the decoder in OpenVINO: the
+    generator's instances on the same weights (eager fp32 encoder and decoder)."""
+    import httpx
+
+    params = {"points_per_side": 5, **OPEN}
+    body = ok(httpx.post(f"{openvino_server.url}/segment_everything", timeout=300,
+                         json={"image": b64(small_photo_png("dog")), **params}))
+    reference = SamAutomaticMaskGenerator(reference_model, output_mode="coco_rle", **params).generate(small_photo_rgb("dog"))
+    assert_instances_equal(body["instances"], reference)

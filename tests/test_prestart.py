@@ -22,7 +22,7 @@ import torch
 from runners import pipeline as pipeline_module
 from runners import prestart as prestart_module
 from runners.converted import compile_for
-from runners.errors import CheckpointError
+from runners.errors import CheckpointError, ConfigError
 from runners.pipeline import Pipeline
 from runners.prestart import Prestart, prestart
 from runners.server_logging import hold, release, use_info_level
@@ -95,11 +95,13 @@ def test_prestart_never_imports_torch(tiny_checkpoint, converted_cache):
         "from runners.settings import Settings\n"
         "early = prestart(Settings.from_env())\n"
         "compiled = early.compiled.result(timeout=300)\n"
-        "print(json.dumps({'inputs': [list(i.get_shape()) for i in compiled.inputs],\n"
+        "print(json.dumps({'inputs': [list(i.get_shape()) for i in compiled.encoder.inputs],\n"
+        "                  'decoder_inputs': [str(i.get_partial_shape()) for i in compiled.decoder.inputs],\n"
         "                  'imported': sorted(m for m in ('torch', 'segment_anything', 'torchvision') if m in sys.modules)}))\n"
     )
     report = fresh_interpreter(code, tiny_checkpoint, converted_cache)
-    assert report == {"inputs": [[1, 3, 1024, 1024]], "imported": []}
+    assert report == {"inputs": [[1, 3, 1024, 1024]], "imported": [],
+                      "decoder_inputs": ["[1,256,64,64]", "[1,256,64,64]", "[?,?,256]", "[?,256,64,64]"]}
 
 
 @pytest.mark.parametrize("worker_index", [1, None])
@@ -209,7 +211,8 @@ def test_load_uses_the_prestarted_encoder(monkeypatch, no_nvidia_driver, tiny_ch
     monkeypatch.setattr(pipeline_module, "compile_for", compile_again)
     pipeline = Pipeline(settings)
     pipeline.load(early)
-    assert pipeline.engine is not None and pipeline.engine.encoder.compiled is compiled
+    assert pipeline.engine is not None and pipeline.engine.encoder.compiled is compiled.encoder
+    assert pipeline.engine.model.mask_decoder.predict_masks.compiled is compiled.decoder is not None
     x = torch.randn(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(2))
     with torch.inference_mode():
         reference = reference_model.image_encoder(x)
@@ -236,7 +239,20 @@ def test_a_baked_encoder_is_compiled_without_writing_a_blob(tiny_checkpoint, con
     checkpoint = ResolvedCheckpoint(tiny_checkpoint, str(tiny_checkpoint), None)
     fresh = tmp_path / "fresh"
     settings = tiny_settings(tiny_checkpoint, fresh, openvino_dir=baked)
-    assert compile_for(settings, checkpoint, "tiny", "fp32").inputs
+    assert compile_for(settings, checkpoint, "tiny", "fp32").encoder.inputs
     assert not list(fresh.rglob("*.blob"))
     compile_for(dataclasses.replace(settings, compiled_cache="on"), checkpoint, "tiny", "fp32")
     assert list((fresh / "openvino-compiled").rglob("*.blob"))
+
+
+def test_segany_decoder_torch_keeps_segment_anythings_decoder(no_nvidia_driver, tiny_checkpoint, converted_cache):
+    from runners.decoders import OpenVINOMaskDecoder
+
+    settings = dataclasses.replace(tiny_settings(tiny_checkpoint, converted_cache), decoder="torch")
+    pipeline = Pipeline(settings)
+    pipeline.load()
+    assert pipeline.engine is not None and pipeline.engine.encoder.name == "openvino"
+    assert not isinstance(pipeline.engine.model.mask_decoder.predict_masks, OpenVINOMaskDecoder)
+    assert Settings.from_env({"SEGANY_DECODER": "torch"}).decoder == "torch"
+    with pytest.raises(ConfigError, match="SEGANY_DECODER"):
+        Settings.from_env({"SEGANY_DECODER": "openvino"})

@@ -31,7 +31,7 @@ from starlette.responses import JSONResponse
 from deploy.limits import PlatformLimits
 from runners.edge import RAW_IMAGE_TYPES, LimitedReceive, replay
 from runners.errors import InputError, PayloadTooLarge, ResponseTooLarge, SegAnyError
-from runners.responses import EMBED_HEADERS, NPY_MEDIA_TYPE
+from runners.schemas import EMBED_HEADERS, NPY_MEDIA_TYPE
 
 logger = logging.getLogger(__name__)
 
