@@ -13,7 +13,7 @@ import torch
 from segment_anything import SamAutomaticMaskGenerator, SamPredictor
 
 from bench.server import ServerProcess
-from runners.converted import compile_decoder, converted_encoder
+from runners.converted import ConvertedEncoder, compile_decoder, converted_encoder
 from runners.decoders import OpenVINOMaskDecoder
 from runners.encoders import OpenVINOEncoder, TorchEncoder
 from runners.models import load_sam
@@ -98,7 +98,7 @@ def test_a_folder_without_a_converted_decoder_keeps_the_torch_decoder(converted,
     for suffix in (".xml", ".bin"):
         (older / f"image_encoder{suffix}").symlink_to(converted.xml.with_suffix(suffix))
     with caplog.at_level("INFO", logger="runners.converted"):
-        assert compile_decoder(type(converted)(older / "image_encoder.xml", None)) is None
+        assert compile_decoder(ConvertedEncoder(older / "image_encoder.xml", None)) is None
     assert "decoder runs in torch" in caplog.text and "convert again" in caplog.text
 
 
