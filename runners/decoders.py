@@ -61,7 +61,6 @@ def _numpy(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().to("cpu", torch.float32).contiguous().numpy()
 
 
-def use_openvino_decoder(mask_decoder: torch.nn.Module, compiled: Any) -> str:
-    """Route ``mask_decoder.predict_masks`` through the compiled decoder; returns "openvino"."""
+def use_openvino_decoder(mask_decoder: torch.nn.Module, compiled: Any) -> None:
+    """Route ``mask_decoder.predict_masks`` through the compiled decoder."""
     mask_decoder.predict_masks = OpenVINOMaskDecoder(compiled)
-    return "openvino"

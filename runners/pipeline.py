@@ -104,7 +104,8 @@ class Pipeline:
             compiled = early.compiled.result() if early is not None else compile_for(settings, checkpoint, spec.name, precision)
             encoder: Encoder = OpenVINOEncoder(compiled.encoder, precision)
             if compiled.decoder is not None:
-                decoder = use_openvino_decoder(model.mask_decoder, compiled.decoder)
+                use_openvino_decoder(model.mask_decoder, compiled.decoder)
+                decoder = "openvino"
         else:
             encoder = TorchEncoder(model.image_encoder, device, autocast)
         engine = SamEngine(model, device, encoder)
