@@ -40,7 +40,7 @@ def conditions() -> dict[str, Any]:
         "cpu": cpu,
         "cores": os.cpu_count(),
         "avx512_bf16": "avx512_bf16" in flags,
-        "isa": next((name for name in ("avx512_bf16", "avx512f", "avx2") if f" {name}" in flags), "other"),
+        "isa": next((name for name in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if f" {name}" in flags), "other"),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "python": platform.python_version(),

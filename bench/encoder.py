@@ -10,15 +10,19 @@ Shared 2-core machines drift by 10-15% over minutes, which is more than the diff
 measured here, so every peer is timed in a pair with the served ``/embed``: the server stays
 up, and each image goes through both paths back to back (in alternating order) before the
 next, each pair on images new to the server's embedding cache. A ratio is the peer's total
-seconds over ours in the same pair. Every path's embedding of the truck photo also goes
+seconds over ours in the same pair. Ours sends the JPEG as the body and takes the embedding
+as ``.npy`` (the transport README's ``/embed`` section gives for speed; base64 JSON adds about
+40 ms of encoding and decoding 4 MiB per image, 3% of a bf16 vit_b image on a CPU with AMX), and
+includes every serving cost: HTTP, JPEG decoding, resizing, normalising; the peers start from the
+preprocessed tensor. Every path's embedding of the truck photo also goes
 through SAM's decoder for a point and a box, and the masks are compared with eager fp32's
 (IoU).
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
+import io
 import json
 import time
 from typing import Callable, Iterator
@@ -44,6 +48,8 @@ from bench.common import (
 from bench.peers import BareOpenVINOEncoder, OnnxRuntimeEncoder, samexporter_onnx
 from bench.server import ServerProcess
 
+NPY = "application/x-npy"
+TRANSPORT = "the JPEG as the request body, the embedding as a .npy response (Accept: application/x-npy)"
 PROMPTS = {"point": dict(point_coords=np.array([[500, 375]]), point_labels=np.array([1]), multimask_output=False),
            "box": dict(box=np.array([425, 600, 700, 875]), multimask_output=False)}
 
@@ -91,15 +97,14 @@ def served(model_type: str, checkpoint, **env: str) -> Iterator[Callable[[bytes]
         with httpx.Client(base_url=server.url, timeout=3600) as client:
             seen: set[str] = set()
 
-            def embed(data: bytes) -> np.ndarray:
-                response = client.post("/embed", json={"image": base64.b64encode(data).decode()})
+            def embed(data: bytes) -> np.ndarray:  # TRANSPORT
+                response = client.post("/embed", content=data, headers={"Content-Type": "image/jpeg", "Accept": NPY})
                 response.raise_for_status()
-                body = response.json()
-                if body["image_id"] in seen:
+                image_id = response.headers["X-Segany-Image-Id"]
+                if image_id in seen:
                     raise RuntimeError("an image was sent twice: the server answered from its cache, not its encoder")
-                seen.add(body["image_id"])
-                embedding = body["embedding"]
-                return np.frombuffer(base64.b64decode(embedding["data"]), dtype="<f4").reshape(embedding["shape"]).copy()
+                seen.add(image_id)
+                return np.load(io.BytesIO(response.content))
 
             embed(photo_bytes("dog"))  # warm-up (the measured images are all new to its cache)
             yield embed
@@ -194,7 +199,8 @@ METHOD = "paired: each peer timed image by image alternately with the served /em
 def run(model_types: tuple[str, ...] = ("vit_b", "vit_h"), n_images: int = 4, only: tuple[str, ...] | None = None) -> dict:
     """Measure ``model_types`` and write encoder.json. Shapes not measured now keep their figures
     from the previous run if it used the same method (``--encoder-models vit_b`` re-measures one
-    shape), and ``only`` re-measures just the named pairs of a shape, keeping its others."""
+    shape), and ``only`` re-measures just the named pairs of a shape, keeping its others (on the same
+    machine, please: a shape's entry records the conditions of its latest run)."""
     previous = RESULTS / "encoder.json"
     models = json.loads(previous.read_text())["models"] if previous.exists() else {}
     models = {name: figures for name, figures in models.items() if figures.get("method") == METHOD}
@@ -204,7 +210,8 @@ def run(model_types: tuple[str, ...] = ("vit_b", "vit_h"), n_images: int = 4, on
         pairs = {**entry.get("pairs", {}), **fresh["pairs"]}
         ious = {**entry.get("mask_iou_vs_eager_fp32", {}), **fresh["mask_iou_vs_eager_fp32"]}
         dates = {**entry.get("dates", {}), **{name: time.strftime("%Y-%m-%d %H:%M") for name in fresh["pairs"]}}
-        models[model_type] = summarize({"method": METHOD, "pairs": pairs, "mask_iou_vs_eager_fp32": ious, "dates": dates})
+        models[model_type] = summarize({"method": METHOD, "transport": TRANSPORT, "conditions": conditions(), "pairs": pairs,
+                                        "mask_iou_vs_eager_fp32": ious, "dates": dates})
         write_result("encoder", {  # after each shape: a later one that fails keeps this one's figures
             "device": "cpu",
             "models": models,

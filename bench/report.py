@@ -9,7 +9,8 @@ from typing import Any, Iterator
 
 from bench.common import RESULTS, ROOT, logger
 
-ISA_NAMES = {"avx512_bf16": "AVX-512 with bf16", "avx512f": "AVX-512, no bf16", "avx2": "AVX2 only"}
+ISA_NAMES = {"amx_bf16": "AVX-512 and AMX", "avx512_bf16": "AVX-512 with bf16", "avx512f": "AVX-512, no bf16",
+             "avx2": "AVX2 only"}
 # (label, server, its paired ratio against bare OpenVINO bf16)
 PRECISIONS = (("fp32 (default)", "ours_served", None), ("bf16", "ours_served_bf16", "vs_openvino_bf16"),
               ("int8", "ours_served_int8", "int8_vs_openvino_bf16"))
@@ -61,25 +62,31 @@ def _rows_coldstart(result: dict[str, Any]) -> Iterator[tuple[str, str, str, str
 def _rows_encoder(result: dict[str, Any]) -> Iterator[tuple[str, str, str, str]]:
     """Ratios are the paired ones (each peer timed image by image alternately with ours)."""
     for model, figures in result["models"].items():
-        rates, ious = figures["images_per_s"], figures["mask_iou_vs_eager_fp32"]
-        ours = rates["ours_served"]
-        for peer, key, goal in (("eager torch", "eager", ""), ("ONNX Runtime (samexporter)", "onnxruntime", ""),
-                                ("bare OpenVINO f32", "openvino_f32", ">= 0.95")):
-            yield (f"served `/embed` vs {peer} ({model})", f"{ours:.3f} vs {rates[key]:.3f} img/s",
-                   f"{figures['vs_' + key]:.2f}x", goal)
-        yield (f"served `/embed` vs our encoder in-process ({model})", f"{ours:.3f} vs {rates['ours_in_process']:.3f} img/s",
-               f"{figures['served_vs_in_process']:.2f}x", "")
-        native = "" if result.get("bf16_native") else " (no bf16 units on this CPU: f32 inside)"
-        for label, ours_key, ratio_key in PRECISIONS:
-            if ratio_key and ours_key in rates:
-                yield (f"served `/embed` {label} vs bare OpenVINO bf16 ({model}){native}",
-                       f"{rates[ours_key]:.3f} vs {rates['openvino_bf16']:.3f} img/s", f"{figures[ratio_key]:.2f}x", ">= 1.0")
-        exact = min(min(ious[k].values()) for k in ("ours_served", "ours_in_process") if k in ious)
-        yield (f"mask IoU of the default path vs eager fp32 ({model}, point and box)", f"min {exact:.4f}", "", ">= 0.999")
-        for label, key in (("bf16", "ours_served_bf16"), ("int8", "ours_served_int8"), ("bare OpenVINO bf16", "openvino_bf16")):
-            if key in ious:
-                kinds = ", ".join(f"{kind} {value:.4f}" for kind, value in ious[key].items())
-                yield (f"mask IoU of {label} vs eager fp32 ({model})", kinds, "", ">= 0.98" if key.startswith("ours") else "")
+        for row in _rows_encoder_model(result, model, figures):
+            yield (*row, figures.get("conditions", result["conditions"]))
+
+
+def _rows_encoder_model(result: dict[str, Any], model: str, figures: dict[str, Any]) -> Iterator[tuple[str, str, str, str]]:
+    rates, ious = figures["images_per_s"], figures["mask_iou_vs_eager_fp32"]
+    ours = rates["ours_served"]
+    for peer, key, goal in (("eager torch", "eager", ""), ("ONNX Runtime (samexporter)", "onnxruntime", ""),
+                            ("bare OpenVINO f32", "openvino_f32", ">= 0.95")):
+        yield (f"served `/embed` vs {peer} ({model})", f"{ours:.3f} vs {rates[key]:.3f} img/s",
+               f"{figures['vs_' + key]:.2f}x", goal)
+    yield (f"served `/embed` vs our encoder in-process ({model})", f"{ours:.3f} vs {rates['ours_in_process']:.3f} img/s",
+           f"{figures['served_vs_in_process']:.2f}x", "")
+    machine = figures.get("conditions", result["conditions"])
+    native = "" if machine.get("avx512_bf16", result.get("bf16_native")) else " (no bf16 units on this CPU: f32 inside)"
+    for label, ours_key, ratio_key in PRECISIONS:
+        if ratio_key and ours_key in rates:
+            yield (f"served `/embed` {label} vs bare OpenVINO bf16 ({model}){native}",
+                   f"{rates[ours_key]:.3f} vs {rates['openvino_bf16']:.3f} img/s", f"{figures[ratio_key]:.2f}x", ">= 1.0")
+    exact = min(min(ious[k].values()) for k in ("ours_served", "ours_in_process") if k in ious)
+    yield (f"mask IoU of the default path vs eager fp32 ({model}, point and box)", f"min {exact:.4f}", "", ">= 0.999")
+    for label, key in (("bf16", "ours_served_bf16"), ("int8", "ours_served_int8"), ("bare OpenVINO bf16", "openvino_bf16")):
+        if key in ious:
+            kinds = ", ".join(f"{kind} {value:.4f}" for kind, value in ious[key].items())
+            yield (f"mask IoU of {label} vs eager fp32 ({model})", kinds, "", ">= 0.98" if key.startswith("ours") else "")
 
 
 def _rows_batching(result: dict[str, Any]) -> Iterator[tuple[str, str, str, str]]:
@@ -112,12 +119,19 @@ def table() -> str:
         rows = ROWS.get(result["suite"].split("-")[0])
         if rows is None:
             continue
-        c = result["conditions"]
-        isa = c.get("isa", "avx512_bf16" if c.get("avx512_bf16") else "?")  # results from before "isa" was kept
-        where = f"{c['cores']} cores ({ISA_NAMES.get(isa, isa)}), torch {c['torch']}, {c['date']} (`{path.relative_to(ROOT)}`)"
-        for name, figures, ratio, goal in rows(result):
+        for name, figures, ratio, goal, *machine in rows(result):
+            where = f"{_machine(machine[0] if machine else result['conditions'])} (`{path.relative_to(ROOT)}`)"
             lines.append(f"| {name} | {figures} | {ratio} | {goal} | {where} |")
     return "\n".join(lines)
+
+
+def _isa(conditions: dict[str, Any]) -> str:
+    isa = conditions.get("isa", "avx512_bf16" if conditions.get("avx512_bf16") else "?")  # from before "isa" was kept
+    return ISA_NAMES.get(isa, isa)
+
+
+def _machine(c: dict[str, Any]) -> str:
+    return f"{c['cores']} cores ({_isa(c)}), torch {c['torch']}, {c['date']}"
 
 
 def fast_paths_table() -> str:
@@ -125,15 +139,17 @@ def fast_paths_table() -> str:
     path = RESULTS / "encoder.json"
     if not path.is_file():
         return "(no encoder results yet: python -m bench encoder)"
-    lines = ["| model | precision | s/image | vs fp32 served | vs bare OpenVINO bf16 | mask IoU point | mask IoU box |",
-             "|---|---|---|---|---|---|---|"]
-    for model, figures in json.loads(path.read_text())["models"].items():
+    lines = ["| model | precision | s/image | vs fp32 served | vs bare OpenVINO bf16 | mask IoU point | mask IoU box | CPU |",
+             "|---|---|---|---|---|---|---|---|"]
+    result = json.loads(path.read_text())
+    for model, figures in result["models"].items():
         rates, ious = figures["images_per_s"], figures["mask_iou_vs_eager_fp32"]
+        machine = figures.get("conditions", result["conditions"])
         for label, key, paired in PRECISIONS:
             if key in rates:
                 iou, vs_bf16 = ious[key], f"{figures[paired]:.2f}x" if paired else ""
                 lines.append(f"| {model} | {label} | {1 / rates[key]:.2f} | {rates[key] / rates['ours_served']:.2f}x | "
-                             f"{vs_bf16} | {iou['point']:.4f} | {iou['box']:.4f} |")
+                             f"{vs_bf16} | {iou['point']:.4f} | {iou['box']:.4f} | {_isa(machine)}, {machine['date']} |")
     return "\n".join(lines)
 
 

@@ -152,3 +152,36 @@ def test_default_path_segment_everything_matches_the_generator(openvino_server, 
                          json={"image": b64(small_photo_png("dog")), **params}))
     reference = SamAutomaticMaskGenerator(reference_model, output_mode="coco_rle", **params).generate(small_photo_rgb("dog"))
     assert_instances_equal(body["instances"], reference)
+
+
+def test_chunked_attention_converts_to_one_concat_not_a_scatter_per_chunk(monkeypatch):
+    """Global attention a few heads at a time (runners/attention.py) converts to chunks joined by a
+    Concat: a ScatterNDUpdate per chunk, what writing into a preallocated tensor traces to, runs
+    with OpenVINO's generic kernel (8 ms of a vit_b global block in bf16). Same output as SAM's."""
+    import openvino as ov
+    from segment_anything.modeling.image_encoder import Attention
+
+    from runners import attention
+
+    monkeypatch.setattr(attention, "SCORE_BUDGET_BYTES", 1)  # one head per chunk: 4 chunks
+    torch.manual_seed(0)
+    module = Attention(dim=32, num_heads=4, use_rel_pos=True, input_size=(8, 8)).eval()
+    with torch.no_grad():
+        module.rel_pos_h.normal_(), module.rel_pos_w.normal_()
+
+    class Lean(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attn = module
+
+        def forward(self, x):  # type: ignore[no-untyped-def]
+            return attention.lean_attention(self.attn, x)
+
+    x = torch.randn(1, 8, 8, 32)
+    with torch.no_grad():
+        model = ov.convert_model(Lean().eval(), example_input=x)
+        expected = module(x)
+    ops = {op.get_type_name() for op in model.get_ops()}
+    assert "ScatterNDUpdate" not in ops and "Concat" in ops
+    got = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})({0: x.numpy()})[0]
+    np.testing.assert_allclose(got, expected.numpy(), atol=1e-5)
