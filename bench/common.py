@@ -118,6 +118,16 @@ def summary(times: list[float]) -> dict[str, float]:
     }
 
 
+def embed_npy(client: Any, **request: Any) -> tuple[np.ndarray, Any]:
+    """``POST /embed`` asking for the embedding as ``.npy``; ``request`` is httpx's (``json=`` or
+    ``content=`` with its ``headers=``). The array and the response headers (``X-Segany-*``)."""
+    from runners.schemas import NPY_MEDIA_TYPE
+
+    response = client.post("/embed", **{**request, "headers": {**request.get("headers", {}), "accept": NPY_MEDIA_TYPE}})
+    response.raise_for_status()
+    return np.load(io.BytesIO(response.content), allow_pickle=False), response.headers
+
+
 def write_result(suite: str, result: dict[str, Any]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{suite}.json"

@@ -22,7 +22,6 @@ through SAM's decoder for a point and a box, and the masks are compared with eag
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import time
 from typing import Callable, Iterator
@@ -38,6 +37,7 @@ from bench.common import (
     calibration_folder,
     conditions,
     distinct_images,
+    embed_npy,
     logger,
     photo_bytes,
     photo_rgb,
@@ -48,7 +48,6 @@ from bench.common import (
 from bench.peers import BareOpenVINOEncoder, OnnxRuntimeEncoder, samexporter_onnx
 from bench.server import ServerProcess
 
-NPY = "application/x-npy"
 TRANSPORT = "the JPEG as the request body, the embedding as a .npy response (Accept: application/x-npy)"
 PROMPTS = {"point": dict(point_coords=np.array([[500, 375]]), point_labels=np.array([1]), multimask_output=False),
            "box": dict(box=np.array([425, 600, 700, 875]), multimask_output=False)}
@@ -97,14 +96,12 @@ def served(model_type: str, checkpoint, **env: str) -> Iterator[Callable[[bytes]
         with httpx.Client(base_url=server.url, timeout=3600) as client:
             seen: set[str] = set()
 
-            def embed(data: bytes) -> np.ndarray:  # TRANSPORT
-                response = client.post("/embed", content=data, headers={"Content-Type": "image/jpeg", "Accept": NPY})
-                response.raise_for_status()
-                image_id = response.headers["X-Segany-Image-Id"]
-                if image_id in seen:
+            def embed(data: bytes) -> np.ndarray:  # as TRANSPORT says
+                embedding, headers = embed_npy(client, content=data, headers={"content-type": "image/jpeg"})
+                if headers["x-segany-image-id"] in seen:
                     raise RuntimeError("an image was sent twice: the server answered from its cache, not its encoder")
-                seen.add(image_id)
-                return np.load(io.BytesIO(response.content))
+                seen.add(headers["x-segany-image-id"])
+                return embedding
 
             embed(photo_bytes("dog"))  # warm-up (the measured images are all new to its cache)
             yield embed

@@ -62,11 +62,18 @@ def _rows_coldstart(result: dict[str, Any]) -> Iterator[tuple[str, str, str, str
 def _rows_encoder(result: dict[str, Any]) -> Iterator[tuple[str, str, str, str]]:
     """Ratios are the paired ones (each peer timed image by image alternately with ours)."""
     for model, figures in result["models"].items():
-        for row in _rows_encoder_model(result, model, figures):
-            yield (*row, figures.get("conditions", result["conditions"]))
+        machine = _model_conditions(result, figures)
+        for row in _rows_encoder_model(model, figures, machine):
+            yield (*row, machine)
 
 
-def _rows_encoder_model(result: dict[str, Any], model: str, figures: dict[str, Any]) -> Iterator[tuple[str, str, str, str]]:
+def _model_conditions(result: dict[str, Any], figures: dict[str, Any]) -> dict[str, Any]:
+    """Where a model shape of encoder.json was measured (the file's conditions for entries from before
+    each shape kept its own)."""
+    return figures.get("conditions", result["conditions"])
+
+
+def _rows_encoder_model(model: str, figures: dict[str, Any], machine: dict[str, Any]) -> Iterator[tuple[str, str, str, str]]:
     rates, ious = figures["images_per_s"], figures["mask_iou_vs_eager_fp32"]
     ours = rates["ours_served"]
     for peer, key, goal in (("eager torch", "eager", ""), ("ONNX Runtime (samexporter)", "onnxruntime", ""),
@@ -75,8 +82,7 @@ def _rows_encoder_model(result: dict[str, Any], model: str, figures: dict[str, A
                f"{figures['vs_' + key]:.2f}x", goal)
     yield (f"served `/embed` vs our encoder in-process ({model})", f"{ours:.3f} vs {rates['ours_in_process']:.3f} img/s",
            f"{figures['served_vs_in_process']:.2f}x", "")
-    machine = figures.get("conditions", result["conditions"])
-    native = "" if machine.get("avx512_bf16", result.get("bf16_native")) else " (no bf16 units on this CPU: f32 inside)"
+    native = "" if machine["avx512_bf16"] else " (no bf16 units on this CPU: f32 inside)"
     for label, ours_key, ratio_key in PRECISIONS:
         if ratio_key and ours_key in rates:
             yield (f"served `/embed` {label} vs bare OpenVINO bf16 ({model}){native}",
@@ -144,7 +150,7 @@ def fast_paths_table() -> str:
     result = json.loads(path.read_text())
     for model, figures in result["models"].items():
         rates, ious = figures["images_per_s"], figures["mask_iou_vs_eager_fp32"]
-        machine = figures.get("conditions", result["conditions"])
+        machine = _model_conditions(result, figures)
         for label, key, paired in PRECISIONS:
             if key in rates:
                 iou, vs_bf16 = ious[key], f"{figures[paired]:.2f}x" if paired else ""

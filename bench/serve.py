@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import base64
-import io
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
@@ -24,6 +23,7 @@ from bench.common import (
     CACHE,
     bench_env,
     distinct_images,
+    embed_npy,
     logger,
     photo_bytes,
     photo_rgb,
@@ -54,9 +54,7 @@ def _embedding_json(client: httpx.Client, image_id: str) -> np.ndarray:
 
 
 def _embedding_npy(client: httpx.Client, image_id: str) -> np.ndarray:
-    response = client.post("/embed", json={"image_id": image_id}, headers={"accept": "application/x-npy"})
-    response.raise_for_status()
-    return np.load(io.BytesIO(response.content), allow_pickle=False)
+    return embed_npy(client, json={"image_id": image_id})[0]
 
 
 def _throughput(url: str, images: list[bytes], concurrency: int) -> float:
