@@ -15,7 +15,10 @@
   cropping: a sixth less linear-layer work in those blocks. Each row is the same product of
   the same weights, and on CPU the embedding stays bit-identical (the tests compare it).
 
-:func:`use_lean_encoder` applies both; the torch encoder and the OpenVINO conversion use it.
+:func:`use_lean_encoder` applies both; the torch encoder and the OpenVINO conversion use it. The
+conversion takes one head per chunk (:data:`CONVERTED_HEADS_PER_CHUNK`): OpenVINO runs each chunk
+as one fused attention kernel, and a head's relative-position term (4096 x 4096) then stays in
+the CPU's cache between the add that makes it and the kernel that reads it.
 """
 
 from __future__ import annotations
@@ -32,11 +35,15 @@ from segment_anything.modeling.image_encoder import (
 )
 
 SCORE_BUDGET_BYTES = 256 * 2**20  # score matrices alive at once
+# vit_b bf16 on a Xeon with AMX, 4 heads a chunk -> 1: 1.06 -> 0.91 s an image (f32 3.9 -> 3.7 s).
+# Not in torch: there a batch of one head takes another matmul kernel on some CPUs (1e-6 off SAM's).
+CONVERTED_HEADS_PER_CHUNK = 1
 
 
-def attend(module: Attention, qkv: torch.Tensor) -> torch.Tensor:
+def attend(module: Attention, qkv: torch.Tensor, heads_per_chunk: int | None = None) -> torch.Tensor:
     """SAM's attention between ``qkv`` and ``proj``: qkv (B, H, W, 3C) -> (B, H, W, C), the
-    heads' outputs before the output projection, a few heads at a time within the budget."""
+    heads' outputs before the output projection, ``heads_per_chunk`` heads at a time (None: as
+    many as fit :data:`SCORE_BUDGET_BYTES`)."""
     batch, height, width, _ = qkv.shape
     tokens = height * width
     qkv = qkv.reshape(batch, tokens, 3, module.num_heads, -1).permute(2, 0, 3, 1, 4)
@@ -48,7 +55,7 @@ def attend(module: Attention, qkv: torch.Tensor) -> torch.Tensor:
             attn = add_decomposed_rel_pos(attn, q[part], module.rel_pos_h, module.rel_pos_w, (height, width), (height, width))
         return attn.softmax(dim=-1) @ v[part]
 
-    step = max(1, SCORE_BUDGET_BYTES // (tokens * tokens * q.element_size()))
+    step = heads_per_chunk or max(1, SCORE_BUDGET_BYTES // (tokens * tokens * q.element_size()))
     # Concatenated, not written into a preallocated tensor: the same bytes, and the converted graph
     # gets one Concat instead of a ScatterNDUpdate per chunk (OpenVINO runs those with a generic
     # kernel: 8 ms of a vit_b global block in bf16).
@@ -56,18 +63,18 @@ def attend(module: Attention, qkv: torch.Tensor) -> torch.Tensor:
     return out.view(batch, module.num_heads, height, width, -1).permute(0, 2, 3, 1, 4).reshape(batch, height, width, -1)
 
 
-def lean_attention(module: Attention, x: torch.Tensor) -> torch.Tensor:
+def lean_attention(module: Attention, x: torch.Tensor, heads_per_chunk: int | None = None) -> torch.Tensor:
     """``module.forward(x)`` computed a few heads at a time. x: (B, H, W, C)."""
-    return module.proj(attend(module, module.qkv(x)))
+    return module.proj(attend(module, module.qkv(x), heads_per_chunk))
 
 
-def use_lean_attention(image_encoder: torch.nn.Module) -> int:
+def use_lean_attention(image_encoder: torch.nn.Module, heads_per_chunk: int | None = None) -> int:
     """Route the global-attention blocks (window_size 0) through :func:`lean_attention`.
     Returns how many blocks were changed."""
     changed = 0
     for block in getattr(image_encoder, "blocks", []):
         if getattr(block, "window_size", None) == 0 and isinstance(block.attn, Attention):
-            block.attn.forward = functools.partial(lean_attention, block.attn)
+            block.attn.forward = functools.partial(lean_attention, block.attn, heads_per_chunk=heads_per_chunk)
             changed += 1
     return changed
 
@@ -102,6 +109,7 @@ def use_unpadded_windows(image_encoder: torch.nn.Module) -> int:
     return changed
 
 
-def use_lean_encoder(image_encoder: torch.nn.Module) -> tuple[int, int]:
-    """Both forms above; returns how many (global, windowed) blocks were changed."""
-    return use_lean_attention(image_encoder), use_unpadded_windows(image_encoder)
+def use_lean_encoder(image_encoder: torch.nn.Module, heads_per_chunk: int | None = None) -> tuple[int, int]:
+    """Both forms above (``heads_per_chunk``: the global blocks'); returns how many (global,
+    windowed) blocks were changed."""
+    return use_lean_attention(image_encoder, heads_per_chunk), use_unpadded_windows(image_encoder)

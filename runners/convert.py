@@ -3,7 +3,7 @@
 Run by the server in a child process the first time a checkpoint is served with the
 OpenVINO backend, and by ``segany convert`` ahead of time (for example while building an
 image with baked weights). Writes ``image_encoder.xml``/``.bin`` (float32, exactly the
-torch encoder's graph, global attention a few heads at a time, windowed blocks' linear layers on
+torch encoder's graph, global attention one head at a time, windowed blocks' linear layers on
 the real tokens only: runners/attention.py) and ``mask_decoder.xml``/``.bin`` (float32, the
 decoder's ``predict_masks``: any number of prompts and of tokens per prompt; runners/decoders.py
 runs it) atomically into DIR. With ``--int8-calibration
@@ -31,7 +31,7 @@ ATTENTION_PRODUCTS = r".*aten::matmul.*"  # q @ k^T and attn @ v (the linear lay
 def convert(checkpoint: Path, model_type: str | None, out: Path, int8_calibration: Path | None = None) -> Path:
     import openvino as ov
 
-    from .attention import use_lean_encoder
+    from .attention import CONVERTED_HEADS_PER_CHUNK, use_lean_encoder
     from .calibration import calibration_images, require_nncf
     from .converted import DECODER_XML, IMAGE_SHAPE, write_manifest
     from .models import load_sam
@@ -42,7 +42,7 @@ def convert(checkpoint: Path, model_type: str | None, out: Path, int8_calibratio
         require_nncf()
     start = time.perf_counter()
     sam = load_sam(get_spec(model_type) if model_type else None, checkpoint, torch.device("cpu"))
-    use_lean_encoder(sam.image_encoder)  # also keeps the tracing forward's memory low
+    use_lean_encoder(sam.image_encoder, CONVERTED_HEADS_PER_CHUNK)  # also keeps the tracing forward's memory low
     with torch.no_grad():
         model = ov.convert_model(sam.image_encoder, example_input=torch.zeros(IMAGE_SHAPE), input=[IMAGE_SHAPE])
     if images:
