@@ -90,9 +90,10 @@ def unpadded_window_block(block: Block, x: torch.Tensor) -> torch.Tensor:
     pad_h, pad_w = (-height) % size, (-width) % size
     if pad_h or pad_w:  # what qkv gives the zero tokens window_partition would have padded with
         zero_token = qkv_layer.bias if qkv_layer.bias is not None else qkv.new_zeros(qkv.shape[-1])
-        fill = zero_token.expand(batch, height + pad_h, width + pad_w, -1)
-        qkv = torch.cat([qkv, fill[:, :height, :pad_w]], dim=2)
-        qkv = torch.cat([qkv, fill[:, :pad_h]], dim=1)
+        # Each strip expanded to its own shape: the conversion folds them into constants, and slicing
+        # them out of one padded grid had OpenVINO build that grid first (vit_h: 75 MB a block).
+        qkv = torch.cat([qkv, zero_token.expand(batch, height, pad_w, -1)], dim=2)
+        qkv = torch.cat([qkv, zero_token.expand(batch, pad_h, width + pad_w, -1)], dim=1)
     windows, padded = window_partition(qkv, size)  # nothing left to pad
     x = window_unpartition(attend(block.attn, windows), size, padded, (height, width))
     x = shortcut + block.attn.proj(x)

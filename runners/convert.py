@@ -47,6 +47,8 @@ def convert(checkpoint: Path, model_type: str | None, out: Path, int8_calibratio
         model = ov.convert_model(sam.image_encoder, example_input=torch.zeros(IMAGE_SHAPE), input=[IMAGE_SHAPE])
     if images:
         model = quantize(model, sam, images)
+    else:  # (the int8 graph stays as calibrated and measured)
+        fold_constants(model)
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -59,6 +61,23 @@ def convert(checkpoint: Path, model_type: str | None, out: Path, int8_calibratio
     staging.replace(out)
     logger.info("converted %s encoder to %s in %.0f s", sam.segany_model_type, out, time.perf_counter() - start)
     return out / "image_encoder.xml"
+
+
+def fold_constants(model) -> None:  # type: ignore[no-untyped-def]
+    """Fold the graph's constant subgraphs once, here, instead of at every compile. The input's
+    shape is fixed, so the shape arithmetic of the windows and the relative positions' coordinates
+    are constants; the converter marks its ShapeOf operations to keep them (for reshaping, which
+    the encoder never is), the marks are not saved, and the CPU plugin folded them at each start
+    (vit_h: 8898 -> 4893 operations; compiling the IR 6-7.6 s -> 4.4 s; the same outputs, as fast)."""
+    from openvino import passes
+
+    for op in model.get_ordered_ops():
+        info = op.get_rt_info()
+        for key in [key for key in info.keys() if key.startswith("DisableConstantFolding")]:
+            del info[key]
+    manager = passes.Manager()
+    manager.register_pass(passes.ConstantFolding())
+    manager.run_passes(model)
 
 
 class _PredictMasks(torch.nn.Module):
