@@ -5,9 +5,9 @@ segment_anything, openvino) and reading the checkpoint's bytes from disk (page c
 restarted container of the same host; both sides see the same cache). Floor and start are
 measured alternately, three times each, and compared by median. This machine's kernel reclaims
 page cache left idle for a while (DAMON), so before each start the server's own files (the
-converted encoder and its compiled blob) are read once too, as the floor reads its checkpoint:
-otherwise a start read them from disk at random and ran 1.3-2.7x slower than the one before. The server starts as the image
-starts it (``segany entrypoint``: one process, BentoML's service worker on the port), and once
+converted encoder and its compiled blob) are read once too, as the floor reads its checkpoint,
+and both sides start with memory the VM's host has just handed back (:func:`touch_fresh_memory`).
+The server starts as the image starts it (``segany entrypoint``: one process, BentoML's service worker on the port), and once
 as ``bentoml serve`` (a supervisor process, then the worker). Its time
 includes BentoML's start, loading (the converted encoder comes from the cache: a priming
 start converts it first, untimed), and the warm-up that ``/readyz`` waits for: a decoder forward
@@ -48,6 +48,14 @@ def floor_s(checkpoint) -> float:
     start = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], check=True)
     return time.perf_counter() - start
+
+
+def touch_fresh_memory(gib: int = 6) -> None:
+    """Touch ``gib`` GiB of memory in a child process, then free it. On a VM whose host takes back
+    the memory its guest leaves unused (this machine: after about a minute), touching memory again
+    costs the host's faults: 4 GiB took 10.4 s there against 0.7 s right after. A vit_h start
+    allocates about 4 GiB and the floor little, so without this a start measured the host."""
+    subprocess.run([sys.executable, "-c", f"block = b'1' * ({gib} << 30)"], check=True)
 
 
 def warm_server_files(model_type: str) -> None:
@@ -95,8 +103,10 @@ def measure(model_type: str, variant: str, rounds: int = ROUNDS, bentoml_serve: 
     server = ServerProcess(server_env, log) if bentoml_serve else entrypoint_process(server_env, log)
     floors, readies, peaks = [], [], {}
     for round_ in range(rounds):
+        touch_fresh_memory()
         floors.append(floor_s(checkpoint))
         warm_server_files(model_type)
+        touch_fresh_memory()
         ready_s, peaks = start_once(server, serve_one=round_ == rounds - 1)
         readies.append(ready_s)
     floor, ready = statistics.median(floors), statistics.median(readies)
