@@ -7,8 +7,8 @@ measured alternately, three times each, and compared by median. This machine's k
 page cache left idle for a while (DAMON), so before each start the server's own files (the
 converted encoder and its compiled blob) are read once too, as the floor reads its checkpoint,
 and both sides start with memory the VM's host has just handed back (:func:`touch_fresh_memory`).
-The server starts as the image starts it (``segany entrypoint``: one process, BentoML's service worker on the port), and once
-as ``bentoml serve`` (a supervisor process, then the worker). Its time
+The server starts as the image starts it (``segany entrypoint``: one process, BentoML's service
+worker on the port), and once as ``bentoml serve`` (a supervisor process, then the worker). Its time
 includes BentoML's start, loading (the converted encoder comes from the cache: a priming
 start converts it first, untimed), and the warm-up that ``/readyz`` waits for: a decoder forward
 (the default with OpenVINO) or a full encoder+decoder forward (``SEGANY_WARMUP=full``). The
@@ -27,11 +27,12 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 
 from bench.common import CACHE, bench_env, logger, photo_bytes, random_checkpoint, write_result
-from bench.memcap import MemoryCgroup, cgroup_name, evict_from_page_cache
+from bench.memcap import MemoryCgroup, cgroup_name, evict_from_page_cache, files_under
 from bench.server import ServerProcess, entrypoint_process
 
 SERVERLESS_MEMORY_MB = 6144  # SageMaker Serverless' largest memory size
@@ -58,13 +59,8 @@ def touch_fresh_memory(gib: int = 6) -> None:
     subprocess.run([sys.executable, "-c", f"block = b'1' * ({gib} << 30)"], check=True)
 
 
-def warm_server_files(model_type: str) -> None:
-    """Read the converted encoder and its compiled blob (if any yet) into the page cache."""
-    from runners.converted import converted_encoder
-
-    converted = converted_encoder(CACHE / "segany-cache", random_checkpoint(model_type), None, model_type)
-    folders = [folder for folder in (converted.xml.parent, converted.compiled_cache) if folder and folder.is_dir()]
-    for path in sorted(path for folder in folders for path in folder.rglob("*") if path.is_file()):
+def read_into_page_cache(paths: list[Path]) -> None:
+    for path in paths:
         with path.open("rb") as f:
             while f.read(1 << 24):
                 pass
@@ -101,11 +97,13 @@ def measure(model_type: str, variant: str, rounds: int = ROUNDS, bentoml_serve: 
     log = CACHE / f"coldstart-{model_type}-{variant}.log"
     server_env = bench_env(model_type, checkpoint, **env)
     server = ServerProcess(server_env, log) if bentoml_serve else entrypoint_process(server_env, log)
+    converted = converted_for(model_type)
+    server_folders = [folder for folder in (converted.xml.parent, converted.compiled_cache) if folder]
     floors, readies, peaks = [], [], {}
     for round_ in range(rounds):
         touch_fresh_memory()
         floors.append(floor_s(checkpoint))
-        warm_server_files(model_type)
+        read_into_page_cache(files_under(*server_folders))  # the converted encoder and its compiled blob, once written
         touch_fresh_memory()
         ready_s, peaks = start_once(server, serve_one=round_ == rounds - 1)
         readies.append(ready_s)
@@ -162,11 +160,16 @@ def prime(model_type: str) -> None:
                                   CACHE / f"coldstart-{model_type}-prime.log"), serve_one=False)
 
 
-def baked_encoder_dir(model_type: str) -> str:
-    """The converted encoder of the bench checkpoint, as an image built with --bake-weights holds it."""
+def converted_for(model_type: str):  # type: ignore[no-untyped-def]
+    """The converted encoder of the bench checkpoint in the servers' cache (converting it if needed)."""
     from runners.converted import converted_encoder
 
-    return str(converted_encoder(CACHE / "segany-cache", random_checkpoint(model_type), None, model_type).xml.parent)
+    return converted_encoder(CACHE / "segany-cache", random_checkpoint(model_type), None, model_type)
+
+
+def baked_encoder_dir(model_type: str) -> str:
+    """The converted encoder of the bench checkpoint, as an image built with --bake-weights holds it."""
+    return str(converted_for(model_type).xml.parent)
 
 
 def run(model_types: tuple[str, ...] = ("tiny", "vit_b", "vit_h")) -> dict:

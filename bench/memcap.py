@@ -63,19 +63,23 @@ class MemoryCgroup:
             pass
 
 
+def files_under(*roots: Path) -> list[Path]:
+    """Every file under ``roots`` (a root may be a file itself; a missing one holds none)."""
+    return [path for root in roots
+            for path in ([root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file()))]
+
+
 def evict_from_page_cache(*roots: Path) -> int:
     """Drop the cached pages of every file under ``roots``; returns how many files."""
-    count = 0
-    for root in roots:
-        for path in [root] if root.is_file() else (p for p in root.rglob("*") if p.is_file()):
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fdatasync(fd)
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            finally:
-                os.close(fd)
-            count += 1
-    return count
+    paths = files_under(*roots)
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fdatasync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+    return len(paths)
 
 
 def cgroup_name(label: str) -> str:

@@ -35,7 +35,7 @@ from .settings import Settings
 
 logger = logging.getLogger(__name__)
 
-CONVERTER_VERSION = 6  # bump when the conversion changes, so cached IRs are rebuilt (3: + the mask decoder; 4: attention chunks concatenated; 5: one head a chunk; 6: padding fills at their own size)
+CONVERTER_VERSION = 6  # bump when the conversion changes, so cached IRs are rebuilt (3: + the mask decoder; 4: attention chunks concatenated; 5: one head a chunk; 6: constants folded at conversion, padding strips at their own size)
 IMAGE_SHAPE = (1, 3, 1024, 1024)
 DECODER_XML = "mask_decoder.xml"
 # SEGANY_PRECISION -> the precision of the OpenVINO encoder (CPU only; fp16 is refused on CPU).

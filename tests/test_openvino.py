@@ -73,8 +73,6 @@ def test_the_converted_encoder_attends_one_head_at_a_time(converted):
     (vit_b bf16: 1.06 -> 0.91 s an image against 4 heads a chunk, the torch path's budget)."""
     import openvino as ov
 
-    from runners.specs import get_spec
-
     spec = get_spec("tiny")
     (global_block,) = spec.encoder_global_attn_indexes
     products = [op for op in ov.Core().read_model(converted.xml).get_ops() if op.get_type_name() == "MatMul"
@@ -87,8 +85,6 @@ def test_the_converted_encoder_leaves_nothing_for_a_compile_to_fold(converted):
     compile, and the windowed blocks' padding (the bias, the qkv of a zero token) is two strips,
     never the whole padded grid sliced (vit_h: 75 MB a block). Compiling vit_h's IR: 10-13 -> 4.4 s."""
     import openvino as ov
-
-    from runners.specs import get_spec
 
     spec = get_spec("tiny")
     tokens, qkv = 1024 // 16, 3 * spec.encoder_embed_dim
