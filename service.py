@@ -51,8 +51,8 @@ class SegmentAnything:
     def __init__(self) -> None:
         from runners.prestart import take_prestart
 
-        early = take_prestart(SETTINGS)  # the OpenVINO encoder compiles while torch is imported below
-        from runners.pipeline import Pipeline  # torch and segment_anything load here, in the worker
+        early = take_prestart(SETTINGS)  # the OpenVINO encoder and prompt decoder, compiling since the import
+        from runners.pipeline import Pipeline  # torch-free; the torch engine, when planned, imports it in the loader
 
         self.pipeline = Pipeline(SETTINGS)
         self.pipeline.start_loading(early)  # /readyz says 503 until loaded and warmed up

@@ -2,7 +2,10 @@
 
 The floor is what no server can avoid: a fresh interpreter importing the runtime (torch,
 segment_anything, openvino) and reading the checkpoint's bytes from disk (page cache warm, as on a
-restarted container of the same host; both sides see the same cache). Floor and start are
+restarted container of the same host; both sides see the same cache). The default server no longer
+imports torch (runners/converted_engine.py), so a second floor is measured beside it, the
+"runtime floor": a fresh interpreter importing what that server runs on (openvino, numpy, PIL)
+and reading the converted encoder's and prompt decoder's weights. Floor and start are
 measured alternately, three times each, and compared by median. This machine's kernel reclaims
 page cache left idle for a while (DAMON), so before each start the server's own files (the
 converted encoder and its compiled blob) are read once too, as the floor reads its checkpoint,
@@ -48,6 +51,19 @@ def floor_s(checkpoint) -> float:
     )
     start = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], check=True)
+    return time.perf_counter() - start
+
+
+def runtime_floor_s(weights: list[Path]) -> float:
+    """One fresh interpreter importing the torch-free server's runtime and reading its converted weights."""
+    code = (
+        "import sys, numpy, openvino, PIL.Image\n"
+        "for path in sys.argv[1:]:\n"
+        "    with open(path, 'rb') as f:\n"
+        "        while f.read(1 << 24): pass\n"
+    )
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code, *map(str, weights)], check=True)
     return time.perf_counter() - start
 
 
@@ -99,15 +115,17 @@ def measure(model_type: str, variant: str, rounds: int = ROUNDS, bentoml_serve: 
     server = ServerProcess(server_env, log) if bentoml_serve else entrypoint_process(server_env, log)
     converted = converted_for(model_type)
     server_folders = [folder for folder in (converted.xml.parent, converted.compiled_cache) if folder]
-    floors, readies, peaks = [], [], {}
+    converted_weights = [xml.with_suffix(".bin") for xml in (converted.xml, converted.prompt_decoder_xml)]
+    floors, runtime_floors, readies, peaks = [], [], [], {}
     for round_ in range(rounds):
         touch_fresh_memory()
         floors.append(floor_s(checkpoint))
+        runtime_floors.append(runtime_floor_s(converted_weights))
         read_into_page_cache(files_under(*server_folders))  # the converted encoder and its compiled blob, once written
         touch_fresh_memory()
         ready_s, peaks = start_once(server, serve_one=round_ == rounds - 1)
         readies.append(ready_s)
-    floor, ready = statistics.median(floors), statistics.median(readies)
+    floor, ready, runtime_floor = statistics.median(floors), statistics.median(readies), statistics.median(runtime_floors)
     worker = max(peaks.values())
     result = {
         "checkpoint_mb": checkpoint.stat().st_size / 2**20,
@@ -115,14 +133,18 @@ def measure(model_type: str, variant: str, rounds: int = ROUNDS, bentoml_serve: 
         "ready_s": ready,
         "ready_vs_floor": ready / floor,
         "floor_s_rounds": floors,
+        "runtime_floor_s": runtime_floor,
+        "ready_vs_runtime_floor": ready / runtime_floor,
+        "runtime_floor_s_rounds": runtime_floors,
         "ready_s_rounds": readies,
         "peak_rss_mb_by_process": peaks,
         "peak_rss_mb_worker": worker,
         "peak_rss_mb_total": sum(peaks.values()),
         "under_serverless_memory": sum(peaks.values()) < SERVERLESS_MEMORY_MB,
     }
-    logger.info("%s: ready in %.1f s (floor %.1f s, %.2fx; medians of %d); peak RSS %.0f MB total, worker %.0f MB",
-                model_type, ready, floor, ready / floor, rounds, result["peak_rss_mb_total"], worker)
+    logger.info("%s: ready in %.1f s (floor %.1f s, %.2fx; runtime floor %.1f s, %.2fx; medians of %d); peak RSS %.0f MB "
+                "total, worker %.0f MB", model_type, ready, floor, ready / floor, runtime_floor, ready / runtime_floor, rounds,
+                result["peak_rss_mb_total"], worker)
     return result
 
 
@@ -182,6 +204,8 @@ def run(model_types: tuple[str, ...] = ("tiny", "vit_b", "vit_h")) -> dict:
             ("default", "defaults: image entrypoint, one process, decoder warm-up", {}, True),
             ("bentoml-serve", "bentoml serve: supervisor + worker", {"bentoml_serve": True}, True),
             ("full", "full warm-up", {"SEGANY_WARMUP": "full"}, False),
+            # the default until the prompt decoder was converted: torch imported, SAM's prompt encoder loaded
+            ("torch-engine", "torch engine: SEGANY_DECODER=torch", {"SEGANY_DECODER": "torch"}, True),
         ]
         if model_type != "tiny":  # as in an image built with --bake-weights: IR baked, no compiled blob kept
             rows.append(("baked", "baked encoder: SEGANY_OPENVINO_DIR, compiled at start",

@@ -153,7 +153,7 @@ def build(backend, device, bake_weights, model_type, image, tag, platform, base,
 @main.command()
 @click.option("--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for image_encoder.xml/.bin and mask_decoder.xml/.bin; serve it with SEGANY_OPENVINO_DIR.")
+              help="Folder for image_encoder, prompt_decoder and mask_decoder .xml/.bin; serve it with SEGANY_OPENVINO_DIR.")
 @click.option("--model-type", type=MODEL_TYPE, default=None)
 @click.option("--int8-calibration", type=click.Path(path_type=Path), default=None,
               help="Quantize to int8 (needs nncf), calibrated on the photos in this folder; serve with SEGANY_PRECISION=int8.")

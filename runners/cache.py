@@ -13,7 +13,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
-from .sam import ImageEmbedding
+from .engine_types import ImageEmbedding
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,14 @@
-"""Convert SAM's image encoder and mask decoder to OpenVINO IR: ``python -m runners.convert --checkpoint ... --out DIR``.
+"""Convert SAM's image encoder and decoders to OpenVINO IR: ``python -m runners.convert --checkpoint ... --out DIR``.
 
 Run by the server in a child process the first time a checkpoint is served with the
 OpenVINO backend, and by ``segany convert`` ahead of time (for example while building an
 image with baked weights). Writes ``image_encoder.xml``/``.bin`` (float32, exactly the
 torch encoder's graph, global attention one head at a time, windowed blocks' linear layers on
-the real tokens only: runners/attention.py) and ``mask_decoder.xml``/``.bin`` (float32, the
-decoder's ``predict_masks``: any number of prompts and of tokens per prompt; runners/decoders.py
-runs it) atomically into DIR. With ``--int8-calibration
+the real tokens only: runners/attention.py), ``prompt_decoder.xml``/``.bin`` (float32, the
+prompt encoder and mask decoder from prompts to low-res masks: runners/prompt_decoder.py; with
+it a server needs no torch) and ``mask_decoder.xml``/``.bin`` (float32, the decoder's
+``predict_masks``: any number of prompts and of tokens per prompt; runners/decoders.py runs it
+for segment-everything) atomically into DIR. With ``--int8-calibration
 PHOTOS`` the encoder is then quantized to int8 with NNCF (``SEGANY_PRECISION=int8``): its
 matrix products take int8 inputs whose ranges were measured on those photos, preprocessed
 exactly as served images are.
@@ -33,8 +35,9 @@ def convert(checkpoint: Path, model_type: str | None, out: Path, int8_calibratio
 
     from .attention import CONVERTED_HEADS_PER_CHUNK, use_lean_encoder
     from .calibration import calibration_images, require_nncf
-    from .converted import DECODER_XML, IMAGE_SHAPE, write_manifest
+    from .converted import DECODER_XML, IMAGE_SHAPE, PROMPT_DECODER_XML, write_manifest
     from .models import load_sam
+    from .prompt_decoder import convert_prompt_decoder
     from .specs import get_spec
 
     images = calibration_images(int8_calibration) if int8_calibration else []
@@ -54,6 +57,7 @@ def convert(checkpoint: Path, model_type: str | None, out: Path, int8_calibratio
     staging.mkdir(parents=True)
     ov.save_model(model, staging / "image_encoder.xml", compress_to_fp16=False)
     ov.save_model(convert_decoder(sam), staging / DECODER_XML, compress_to_fp16=False)
+    ov.save_model(convert_prompt_decoder(sam), staging / PROMPT_DECODER_XML, compress_to_fp16=False)
     write_manifest(staging, checkpoint=str(checkpoint), model_type=sam.segany_model_type,
                    weights="int8" if images else "float32", calibration_images=len(images),
                    openvino=ov.__version__, torch=torch.__version__, seconds=round(time.perf_counter() - start, 1))

@@ -35,9 +35,11 @@ from .settings import Settings
 
 logger = logging.getLogger(__name__)
 
-CONVERTER_VERSION = 6  # bump when the conversion changes, so cached IRs are rebuilt (3: + the mask decoder; 4: attention chunks concatenated; 5: one head a chunk; 6: constants folded at conversion, padding strips at their own size)
+CONVERTER_VERSION = 7  # bump when the conversion changes, so cached IRs are rebuilt (3: + the mask decoder; 4: attention chunks concatenated; 5: one head a chunk; 6: constants folded at conversion, padding strips at their own size; 7: + the prompt decoder)
 IMAGE_SHAPE = (1, 3, 1024, 1024)
 DECODER_XML = "mask_decoder.xml"
+PROMPT_DECODER_XML = "prompt_decoder.xml"  # runners/prompt_decoder.py; its point labels (SamOnnxModel's):
+PADDING, BACKGROUND, FOREGROUND, BOX_TOP_LEFT, BOX_BOTTOM_RIGHT = -1, 0, 1, 2, 3
 # SEGANY_PRECISION -> the precision of the OpenVINO encoder (CPU only; fp16 is refused on CPU).
 # int8: an encoder quantized at conversion, its other operations in bf16 where the CPU has it.
 OPENVINO_PRECISIONS = {"auto": "fp32", "fp32": "fp32", "bf16": "bf16", "int8": "int8"}
@@ -58,6 +60,10 @@ class ConvertedEncoder:
     @property
     def decoder_xml(self) -> Path:
         return self.xml.with_name(DECODER_XML)
+
+    @property
+    def prompt_decoder_xml(self) -> Path:
+        return self.xml.with_name(PROMPT_DECODER_XML)
 
 
 def _version(distribution: str) -> str:
@@ -189,17 +195,37 @@ def compile_converted(converted: ConvertedEncoder, precision: str, threads: int 
         return core.compile_model(str(converted.xml), "CPU", _config(ov.Type.bf16 if fast else ov.Type.f32, threads))
 
 
+def _has(xml: Path) -> bool:
+    return xml.is_file() and xml.with_suffix(".bin").is_file()
+
+
 def compile_decoder(converted: ConvertedEncoder, threads: int = 0) -> Any | None:
     """The mask decoder converted beside the encoder, compiled in float32 whatever the encoder's
     precision (it is small, and its logits are thresholded into the masks); None when the folder
     has none (one converted before the decoder was, or `segany convert` of an older release)."""
     import openvino as ov
 
-    if not (converted.decoder_xml.is_file() and converted.decoder_xml.with_suffix(".bin").is_file()):
+    if not _has(converted.decoder_xml):
         logger.info("%s holds no converted mask decoder; the decoder runs in torch (convert again to run it in "
                     "OpenVINO)", converted.xml.parent)
         return None
     return _core(converted).compile_model(str(converted.decoder_xml), "CPU", _config(ov.Type.f32, threads))
+
+
+def compile_prompt_decoder(converted: ConvertedEncoder, threads: int = 0) -> tuple[Any, Any] | None:
+    """The prompt decoder converted beside the encoder (runners/prompt_decoder.py) and the mask
+    upsampling graph (runners/upsample.py), compiled in float32; None when the folder has no
+    prompt decoder (converted by an older release: the torch engine serves it)."""
+    import openvino as ov
+
+    from .upsample import build_upsampler
+
+    if not _has(converted.prompt_decoder_xml):
+        logger.info("%s holds no converted prompt decoder; prompts are decoded with torch (convert again, "
+                    "`segany convert`, to serve without torch)", converted.xml.parent)
+        return None
+    core, config = _core(converted), _config(ov.Type.f32, threads)
+    return core.compile_model(str(converted.prompt_decoder_xml), "CPU", config), core.compile_model(build_upsampler(), "CPU", config)
 
 
 def encoder_files(settings: Settings, checkpoint: ResolvedCheckpoint, model_type: str, precision: str) -> ConvertedEncoder:
@@ -218,16 +244,26 @@ def encoder_files(settings: Settings, checkpoint: ResolvedCheckpoint, model_type
 
 @dataclass(frozen=True)
 class CompiledParts:
-    """The compiled encoder, and the compiled mask decoder (None: the decoder runs in torch)."""
+    """The compiled encoder and what decodes prompts: the prompt decoder and the upsampling graph
+    (a torch-free engine, runners/converted_engine.py), or else the mask decoder (None: the
+    decoder runs in torch). ``converted``: where they came from."""
 
+    converted: ConvertedEncoder
     encoder: Any
-    decoder: Any | None
+    decoder: Any | None = None
+    prompt_decoder: Any | None = None
+    upsampler: Any | None = None
 
 
 def compile_for(settings: Settings, checkpoint: ResolvedCheckpoint, model_type: str, precision: str) -> CompiledParts:
-    """The compiled encoder and decoder for a resolved checkpoint, as the settings ask
-    (converting them first when no converted copy exists)."""
+    """The compiled encoder and decoders for a resolved checkpoint, as the settings ask
+    (converting them first when no converted copy exists). The mask decoder is compiled only
+    where no prompt decoder is: segment-everything compiles it when it first needs it."""
     converted = encoder_files(settings, checkpoint, model_type, precision)
     encoder = compile_converted(converted, precision, settings.torch_threads)
-    decoder = compile_decoder(converted, settings.torch_threads) if settings.decoder == "auto" else None
-    return CompiledParts(encoder, decoder)
+    if settings.decoder != "auto":
+        return CompiledParts(converted, encoder)
+    prompts = compile_prompt_decoder(converted, settings.torch_threads)
+    if prompts is not None:
+        return CompiledParts(converted, encoder, prompt_decoder=prompts[0], upsampler=prompts[1])
+    return CompiledParts(converted, encoder, decoder=compile_decoder(converted, settings.torch_threads))

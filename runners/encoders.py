@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import torch
 
 from .converted import ConvertedEncoder, compile_converted, openvino_available
+from .converted_engine import encode_one
 from .errors import ConfigError
 
 
@@ -66,9 +67,6 @@ class OpenVINOEncoder:
         return cls(compile_converted(converted, precision, threads), precision)
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        outputs = []
-        for image in batch:  # the IR has a static batch of 1; on CPU one at a time is fastest anyway
-            result = self.request.infer({0: image[None].contiguous().numpy()})
-            outputs.append(torch.from_numpy(result[0].copy()))
-        return torch.cat(outputs)
+        # the IR has a static batch of 1; on CPU one at a time is fastest anyway
+        return torch.cat([torch.from_numpy(encode_one(self.request, image.numpy())) for image in batch])
 

@@ -25,7 +25,6 @@ memory as full-size arrays at once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -40,27 +39,10 @@ from segment_anything.utils.amg import (
     uncrop_masks,
 )
 
-from .sam import ImageEmbedding, SamEngine
+from .engine_types import ImageEmbedding, Instance
+from .sam import SamEngine
 
 EmbedCrop = Callable[[np.ndarray], ImageEmbedding]
-
-
-@dataclass(frozen=True)
-class Instance:
-    """One mask of segment-everything.
-
-    rle: uncompressed RLE ({"size": [H, W], "counts": [...]}, column-major, as
-    segment_anything emits it); bbox: (x, y, w, h); point_coords: [[x, y]] the prompt;
-    crop_box: (x0, y0, x1, y1) of the crop it came from.
-    """
-
-    rle: dict[str, Any]
-    bbox: list[float]
-    area: int
-    predicted_iou: float
-    stability_score: float
-    point_coords: list[list[float]]
-    crop_box: list[float]
 
 
 class HandedOver(list):
@@ -88,7 +70,7 @@ class _CachedImagePredictor(SamPredictor):
     def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
         embedding = self._full if tuple(image.shape[:2]) == self._full.original_size else self._embed_crop(image)
         self.reset_image()
-        self.features = embedding.features
+        self.features = torch.as_tensor(embedding.features)  # (the OpenVINO engine's are numpy arrays)
         self.original_size = embedding.original_size
         self.input_size = embedding.input_size
         self.is_image_set = True

@@ -21,16 +21,13 @@ import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
 from .errors import CheckpointError
-from .specs import MODEL_SPECS, ModelSpec
+from .specs import IMAGE_SIZE, MODEL_SPECS, PIXEL_MEAN, PIXEL_STD, ModelSpec
 
 logger = logging.getLogger(__name__)
 
 TINY_SEED = 0
-IMAGE_SIZE = 1024
 PATCH_SIZE = 16
 PROMPT_EMBED_DIM = 256
-PIXEL_MEAN = (123.675, 116.28, 103.53)
-PIXEL_STD = (58.395, 57.12, 57.375)
 
 
 def build_sam(spec: ModelSpec, device: torch.device | str | None = None) -> Sam:

@@ -5,6 +5,11 @@ hands it an ``encode_batch`` coroutine (its BentoML batchable API): images are s
 here under a ticket, the ticket goes through BentoML's adaptive batcher, and the batch
 function (:meth:`Pipeline.encode_staged`) encodes every staged image of the batch in one
 forward. Only tickets cross the batcher, so no tensor is ever serialised.
+
+The engine is the torch-free one (runners/converted_engine.py) whenever the settings plan an
+OpenVINO encoder with a converted prompt decoder on a CPU; this module then never imports torch,
+until a first segment-everything request loads the torch side. Otherwise it is the torch engine
+(runners/sam.py, loaded by runners/torch_loading.py).
 """
 
 from __future__ import annotations
@@ -14,36 +19,31 @@ import logging
 import threading
 import uuid
 from dataclasses import dataclass
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 import anyio
 import anyio.from_thread
 import anyio.to_thread
 import numpy as np
-import torch
 
 from . import responses
 from .cache import CachedImage, EmbeddingCache
-from .checkpoints import resolve_checkpoint
-from .converted import compile_for, openvino_precision
-from .decoders import use_openvino_decoder
-from .encoders import Encoder, OpenVINOEncoder, TorchEncoder, choose_backend
+from .converted import CompiledParts
+from .converted_engine import ConvertedEngine
+from .engine_types import ImageEmbedding, PreparedImage, Prompts
 from .errors import ImageNotFound, NotReady, Overloaded, PromptError, SegAnyError
-from .everything import segment_everything
 from .inputs import ImageLimits, check_image_id, decode_base64, decode_image, image_id_of
 from .lifecycle import fail_startup
-from .models import load_sam
-from .prestart import Prestart
-from .sam import ImageEmbedding, PreparedImage, Prompts, SamEngine, autocast_dtype, select_device
+from .prestart import Prestart, prestart
 from .schemas import EmbedRequest, EmbedResponse, EverythingRequest, EverythingResponse, ImageRequest, SegmentRequest, SegmentResponse
 from .settings import Settings
-from .specs import get_spec
 from .urlfetch import UrlPolicy, fetch_url
 
 logger = logging.getLogger(__name__)
 BATCHER_TRAINING_CALLS = 11  # BentoML CorkDispatcher: 8 warm-up calls, then one each at batch 1, 2 and 3
 
 EncodeBatch = Callable[[list[str]], Awaitable[list[str]]]
+Engine = Any  # ConvertedEngine or runners.sam.SamEngine: prepare, embed, predict, warm_up
 
 
 @dataclass
@@ -64,7 +64,10 @@ class Pipeline:
         self.settings = settings
         self.limits = ImageLimits.from_settings(settings)
         self.url_policy = UrlPolicy.from_settings(settings)
-        self.engine: SamEngine | None = None
+        self.engine: Engine | None = None
+        self._torch_free: tuple[CompiledParts, Any] | None = None  # the torch-free engine's parts and checkpoint
+        self._everything_engine: Any = None  # segment-everything's torch engine beside a torch-free one
+        self._everything_loading = threading.Lock()
         self.cache: EmbeddingCache | None = None
         self.model_name = settings.model_type
         self._ready = threading.Event()
@@ -81,46 +84,50 @@ class Pipeline:
         """Resolve and load the checkpoint, then warm up. Blocking; raises SegAnyError.
 
         ``early``: a prestart already resolving the checkpoint and compiling the OpenVINO
-        encoder (runners/prestart.py); its results are used where this would make them.
+        encoder (runners/prestart.py); its results are used where this would make them. Without
+        one, one is started here when the settings make the torch-free plan certain.
         """
         settings = self.settings
-        requested = get_spec(settings.model_type) if settings.model_type else None
-        device = select_device(settings.device)
-        if settings.torch_threads:
-            torch.set_num_threads(settings.torch_threads)
-        backend = choose_backend(settings.encoder, device)
-        if backend == "openvino":
-            precision = openvino_precision(settings.precision)  # as the prestart compiles it
+        early = early or prestart(settings)
+        compiled = early.compiled.result() if early is not None else None
+        if early is not None and compiled is not None and compiled.prompt_decoder is not None:
+            checkpoint = early.checkpoint.result()
+            engine: Engine = ConvertedEngine(compiled.encoder, compiled.prompt_decoder, compiled.upsampler)
+            self._torch_free = (compiled, checkpoint)
+            name, backend, precision, decoder, device = settings.model_type or "", "openvino", early.precision, "openvino", "cpu"
         else:
-            autocast = autocast_dtype(settings.precision, device)
-            precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[autocast]
-        checkpoint = early.checkpoint.result() if early else resolve_checkpoint(settings, requested or get_spec("vit_h"))
-        logger.info("loading %s from %s on %s (%s encoder)", settings.model_type or "SAM", checkpoint.path, device, backend)
-        model = load_sam(requested, checkpoint.path, device, with_encoder=backend == "torch")
-        spec = get_spec(model.segany_model_type)
-        self.model_name = spec.name
-        decoder = "torch"
-        if backend == "openvino":
-            compiled = early.compiled.result() if early is not None else compile_for(settings, checkpoint, spec.name, precision)
-            encoder: Encoder = OpenVINOEncoder(compiled.encoder, precision)
-            if compiled.decoder is not None:
-                use_openvino_decoder(model.mask_decoder, compiled.decoder)
-                decoder = "openvino"
-        else:
-            encoder = TorchEncoder(model.image_encoder, device, autocast)
-        engine = SamEngine(model, device, encoder)
-        self.stack_batches = settings.batch_stacking == "stack" or (
-            settings.batch_stacking == "auto" and device.type == "cuda"
-        )
+            from .torch_loading import load_torch_engine  # imports torch
+
+            loaded = load_torch_engine(settings, early)
+            engine, checkpoint, name = loaded.engine, loaded.checkpoint, loaded.model_name
+            backend, precision, decoder, device = loaded.backend, loaded.precision, loaded.decoder, engine.device.type
+        self.model_name = name
+        self.stack_batches = settings.batch_stacking == "stack" or (settings.batch_stacking == "auto" and device == "cuda")
         digest = checkpoint.sha256[:12] if checkpoint.sha256 else "unverified"
-        self.cache = EmbeddingCache(settings.embedding_cache_bytes, f"{spec.name}:{digest}:{backend}:{precision}")
+        self.cache = EmbeddingCache(settings.embedding_cache_bytes, f"{name}:{digest}:{backend}:{precision}")
         warmup = settings.warmup if settings.warmup != "auto" else "decoder" if backend == "openvino" else "full"
         if warmup != "off":
             engine.warm_up(encoder=warmup == "full")
         self.engine = engine
         self._ready.set()
-        logger.info("model %s ready (%s, %s encoder, precision %s, %s decoder, %s warm-up)", spec.name, device, backend,
-                    precision, decoder, warmup)
+        logger.info("model %s ready (%s, %s encoder, precision %s, %s decoder, %s warm-up, %s)", name, device, backend,
+                    precision, decoder, warmup, "no torch" if self._torch_free else "torch engine")
+
+    def everything_engine(self) -> Any:
+        """The torch engine segment-everything runs on: the engine itself, or beside a torch-free
+        engine one loaded on first use (torch, SAM's prompt encoder, the converted mask decoder).
+        Blocking (seconds, once); call it from a worker thread."""
+        engine, _ = self._require_ready()
+        if self._torch_free is None:
+            return engine
+        with self._everything_loading:
+            if self._everything_engine is None:
+                from .torch_loading import everything_engine  # imports torch
+
+                compiled, checkpoint = self._torch_free
+                logger.info("segment-everything's first request: loading its torch model (once)")
+                self._everything_engine = everything_engine(self.settings, engine, compiled, checkpoint, self.model_name)
+        return self._everything_engine
 
     def start_loading(self, early: Prestart | None = None) -> threading.Thread:
         """Load in a background thread; a failure ends the process with a non-zero status."""
@@ -142,7 +149,7 @@ class Pipeline:
     def is_ready(self) -> bool:
         return self._ready.is_set()
 
-    def _require_ready(self) -> tuple[SamEngine, EmbeddingCache]:
+    def _require_ready(self) -> tuple[Engine, EmbeddingCache]:
         if self.engine is None or self.cache is None:
             raise NotReady("the model is still loading; retry when /readyz answers 200.")
         return self.engine, self.cache
@@ -276,9 +283,12 @@ class Pipeline:
             prepared = engine.prepare(crop)
             return anyio.from_thread.run(self._encode, prepared, encode_batch)
 
-        instances = await self._run(
-            lambda: segment_everything(engine, rgb, entry.embedding, embed_crop, **request.generator_kwargs())
-        )
+        def run() -> list:  # type: ignore[type-arg]
+            from .everything import segment_everything  # segment_anything's generator: torch
+
+            return segment_everything(self.everything_engine(), rgb, entry.embedding, embed_crop, **request.generator_kwargs())
+
+        instances = await self._run(run)
         return await self._run(responses.everything_response, entry, instances, request, rgb)
 
     async def embed(

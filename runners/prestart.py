@@ -1,12 +1,14 @@
-"""Loading's torch-free half, started before the worker imports torch.
+"""Loading's torch-free part, started as early as the worker can.
 
-A fresh worker spends 5-7 s importing torch and segment_anything (the cold-start floor counts
-that too), and compiling the converted OpenVINO encoder takes seconds more (vit_h: 3-6 s from
-its cached blob). The compile needs neither torch nor segment_anything, and OpenVINO releases
-the GIL while it compiles, so on two cores both run at once (vit_h measured here: 8-11 s one
-after the other, 6.3 s together). ``prestart`` runs on a thread: resolving the checkpoint
-(download, digest check), then finding or converting the IR, then compiling it;
-``Pipeline.load`` takes the results where it would otherwise make them.
+Compiling the converted OpenVINO encoder takes seconds (vit_h: 3-4 s from its cached blob, most
+of it repacking weights). It needs neither torch nor segment_anything, and OpenVINO releases the
+GIL while it compiles, so it runs on a thread while the worker goes on starting. ``prestart``
+resolves the checkpoint (download, digest check), finds or converts the IR, and compiles the
+encoder and the prompt decoder; ``Pipeline.load`` takes the results where it would otherwise
+make them. With the prompt decoder converted too (the default), that is all of loading, and the
+server never imports torch (runners/converted_engine.py); otherwise the worker imports torch and
+loads the torch engine meanwhile (on two cores, vit_h measured 8-11 s one after the other, 6.3 s
+together).
 
 In a BentoML worker it starts as ``service.py`` is imported (``start_in_worker``), half a second
 before the service is constructed: BentoML builds its app in between, on one core, while the
@@ -89,7 +91,7 @@ def take_prestart(settings: Settings) -> Prestart | None:
     release()
     early = _STARTED.pop() if _STARTED else prestart(settings)
     if early is not None:  # logged here: an early start may come before logging is configured
-        logger.info("compiling the OpenVINO encoder while torch loads (started %.1f s ago)",
+        logger.info("compiling the OpenVINO encoder and decoder (started %.1f s ago)",
                     time.monotonic() - early.started_at)
     return early
 

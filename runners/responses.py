@@ -8,9 +8,8 @@ import io
 import numpy as np
 
 from .cache import CachedImage
-from .everything import Instance as EverythingInstance
+from .engine_types import Instance as EverythingInstance, Prediction
 from .outputs import decode_rle, describe_masks, encode_masks, render_overlay, uncompressed_rle_to_coco
-from .sam import Prediction
 from .schemas import (
     EMBED_HEADERS,
     ArrayPayload,
@@ -103,7 +102,7 @@ def embed_response(entry: CachedImage, model_name: str, dtype: str) -> EmbedResp
     return EmbedResponse(
         image_id=entry.image_id,
         model=model_name,
-        embedding=ArrayPayload.from_numpy(embedding.features.float().cpu().numpy(), dtype),
+        embedding=ArrayPayload.from_numpy(embedding.array(), dtype),
         original_size=list(embedding.original_size),
         input_size=list(embedding.input_size),
     )
@@ -115,7 +114,7 @@ def embed_npy(entry: CachedImage, model_name: str, dtype: str) -> tuple[bytes, d
     in float32 where the JSON's base64 is 5.6 MB, with no encoding on either side."""
     embedding = entry.embedding
     buffer = io.BytesIO()
-    array = embedding.features.float().cpu().numpy().astype(np.dtype(dtype).newbyteorder("<"), copy=False)
+    array = embedding.array().astype(np.dtype(dtype).newbyteorder("<"), copy=False)
     np.save(buffer, array, allow_pickle=False)
     values = (entry.image_id, model_name, embedding.original_size, embedding.input_size)
     headers = {

@@ -9,8 +9,6 @@ images into one encoder forward and decoding from a cached embedding.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from segment_anything import SamPredictor
@@ -18,68 +16,11 @@ from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 
 from .attention import use_lean_encoder
+from .engine_types import ImageEmbedding, PreparedImage, Prediction, Prompts
 from .encoders import Encoder, TorchEncoder
 from .errors import ConfigError
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PreparedImage:
-    """An image resized and normalised for the encoder.
-
-    tensor: (3, 1024, 1024) float32 on the model's device, padded bottom/right.
-    original_size: (H, W) of the image as sent. input_size: (h, w) after resizing the
-    longest side to 1024, before padding.
-    """
-
-    tensor: torch.Tensor
-    original_size: tuple[int, int]
-    input_size: tuple[int, int]
-
-
-@dataclass(frozen=True)
-class ImageEmbedding:
-    """The encoder's output for one image: features (1, 256, 64, 64) float32."""
-
-    features: torch.Tensor
-    original_size: tuple[int, int]
-    input_size: tuple[int, int]
-
-    @property
-    def nbytes(self) -> int:
-        return self.features.element_size() * self.features.nelement()
-
-
-@dataclass(frozen=True)
-class Prompts:
-    """Prompts for one image, in pixel coordinates of the original image.
-
-    points: (N, 2) float (x, y) with labels (N,) int, 1 = foreground, 0 = background.
-    boxes: (B, 4) float (x0, y0, x1, y1); B > 1 gives one mask set per box, the points
-    (if any) applying to every box. mask_input: (1, 256, 256) float low-res logits from a
-    previous prediction. multimask: three masks per prompt instead of one.
-    """
-
-    points: np.ndarray | None = None
-    labels: np.ndarray | None = None
-    boxes: np.ndarray | None = None
-    mask_input: np.ndarray | None = None
-    multimask: bool = False
-
-    @property
-    def count(self) -> int:
-        return 1 if self.boxes is None else len(self.boxes)
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """Decoder output. masks: (P, C, H, W) bool; scores: (P, C) float32 predicted IoU;
-    low_res_logits: (P, C, 256, 256) float32. P = number of prompts, C = 3 or 1."""
-
-    masks: np.ndarray
-    scores: np.ndarray
-    low_res_logits: np.ndarray
 
 
 def prepare_image(model: Sam, transform: ResizeLongestSide, image: np.ndarray, device: torch.device) -> PreparedImage:

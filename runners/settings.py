@@ -58,8 +58,9 @@ class Settings:
     int8_calibration: Path | None = None
     # SEGANY_ENCODER: image-encoder backend; auto = OpenVINO on CPU when installed, else torch.
     encoder: str = "auto"
-    # SEGANY_DECODER: mask-decoder backend; auto = OpenVINO (float32) when the encoder runs in
-    # OpenVINO and was converted with its decoder, else torch; torch = always segment_anything's.
+    # SEGANY_DECODER: decoder backend; auto = OpenVINO (float32) when the encoder runs in OpenVINO
+    # and was converted with its decoders: the prompt decoder (the torch-free engine, converter 7)
+    # or else the mask decoder; torch = segment_anything's prompt encoder and mask decoder, in torch.
     decoder: str = "auto"
     # SEGANY_OPENVINO_DIR: an encoder converted ahead of time by `segany convert` (else converted
     # on first start into the cache).

@@ -11,6 +11,10 @@ from dataclasses import dataclass
 from .errors import ConfigError
 
 OFFICIAL_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
+# Every registered shape's encoder input and normalisation (segment_anything.build_sam's).
+IMAGE_SIZE = 1024
+PIXEL_MEAN = (123.675, 116.28, 103.53)
+PIXEL_STD = (58.395, 57.12, 57.375)
 
 
 @dataclass(frozen=True)

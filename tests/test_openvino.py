@@ -156,8 +156,8 @@ def test_default_path_masks_match_eager_fp32(openvino_server, reference_model, n
     import httpx
 
     start_log = openvino_server.log_path.read_text()
-    assert "openvino encoder" in start_log and "openvino decoder" in start_log
-    assert "compiling the OpenVINO encoder while torch loads" in start_log  # runners/prestart.py
+    assert "openvino encoder" in start_log and "openvino decoder" in start_log and "no torch)" in start_log
+    assert "compiling the OpenVINO encoder and decoder" in start_log  # runners/prestart.py
     predictor = SamPredictor(reference_model)
     predictor.set_image(photo_rgb(name))
     with httpx.Client(base_url=openvino_server.url, timeout=120) as client:

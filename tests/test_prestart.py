@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from runners import pipeline as pipeline_module
 from runners import prestart as prestart_module
 from runners.converted import compile_for
+from runners.converted_engine import ConvertedEngine
 from runners.errors import CheckpointError, ConfigError
 from runners.pipeline import Pipeline
 from runners.prestart import Prestart, prestart
@@ -96,12 +96,12 @@ def test_prestart_never_imports_torch(tiny_checkpoint, converted_cache):
         "early = prestart(Settings.from_env())\n"
         "compiled = early.compiled.result(timeout=300)\n"
         "print(json.dumps({'inputs': [list(i.get_shape()) for i in compiled.encoder.inputs],\n"
-        "                  'decoder_inputs': [str(i.get_partial_shape()) for i in compiled.decoder.inputs],\n"
+        "                  'decoder_inputs': [str(i.get_partial_shape()) for i in compiled.prompt_decoder.inputs],\n"
         "                  'imported': sorted(m for m in ('torch', 'segment_anything', 'torchvision') if m in sys.modules)}))\n"
     )
     report = fresh_interpreter(code, tiny_checkpoint, converted_cache)
     assert report == {"inputs": [[1, 3, 1024, 1024]], "imported": [],
-                      "decoder_inputs": ["[1,256,64,64]", "[1,256,64,64]", "[?,?,256]", "[?,256,64,64]"]}
+                      "decoder_inputs": ["[1,256,64,64]", "[?,?,2]", "[?,?]", "[?,1,256,256]", "[1]"]}
 
 
 @pytest.mark.parametrize("worker_index", [1, None])
@@ -169,7 +169,7 @@ def test_the_one_process_worker_starts_compiling_before_bentoml_and_keeps_its_lo
     report = fresh_interpreter(code, tiny_checkpoint, converted_cache)
     assert report["started"] == 1 and report["imported"] == [] and report["taken_is_started"]
     assert report["shown"][0] == "logged after the logging config"
-    assert report["shown"][1].startswith("compiling the OpenVINO encoder while torch loads (started ")
+    assert report["shown"][1].startswith("compiling the OpenVINO encoder and decoder (started ")
 
 
 def test_an_early_start_logs_only_once_the_service_is_constructed():
@@ -208,15 +208,49 @@ def test_load_uses_the_prestarted_encoder(monkeypatch, no_nvidia_driver, tiny_ch
     def compile_again(*args, **kwargs):
         raise AssertionError("loading compiled the encoder a second time")
 
-    monkeypatch.setattr(pipeline_module, "compile_for", compile_again)
+    monkeypatch.setattr(prestart_module, "compile_for", compile_again)
     pipeline = Pipeline(settings)
     pipeline.load(early)
-    assert pipeline.engine is not None and pipeline.engine.encoder.compiled is compiled.encoder
-    assert pipeline.engine.model.mask_decoder.predict_masks.compiled is compiled.decoder is not None
+    engine = pipeline.engine
+    assert isinstance(engine, ConvertedEngine) and engine.encoder is compiled.encoder
+    assert engine.prompt_decoder is compiled.prompt_decoder is not None and compiled.decoder is None
     x = torch.randn(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(2))
     with torch.inference_mode():
         reference = reference_model.image_encoder(x)
-    assert (pipeline.engine.encode(x) - reference).abs().max() <= 1e-4 * reference.abs().max()
+    assert (torch.from_numpy(engine.encode(x.numpy())) - reference).abs().max() <= 1e-4 * reference.abs().max()
+
+
+def test_a_folder_without_a_prompt_decoder_is_served_by_the_torch_engine(no_nvidia_driver, tiny_checkpoint,
+                                                                         converted_cache, tmp_path):
+    """An encoder converted by an older release (SEGANY_OPENVINO_DIR) has no prompt decoder: the
+    torch engine serves it, with the converted mask decoder, and its masks are the torch-free
+    engine's (both are SamPredictor's)."""
+    import numpy as np
+
+    from runners.decoders import OpenVINOMaskDecoder
+    from runners.engine_types import Prompts
+    from runners.sam import SamEngine
+
+    current = next((converted_cache / "openvino").iterdir())
+    older = tmp_path / "older"
+    older.mkdir()
+    for path in current.iterdir():
+        if not path.name.startswith("prompt_decoder"):
+            (older / path.name).symlink_to(path)
+    pipelines = {}
+    for name, settings in [("older", tiny_settings(tiny_checkpoint, tmp_path / "cache", openvino_dir=older)),
+                           ("current", tiny_settings(tiny_checkpoint, converted_cache))]:
+        pipelines[name] = Pipeline(settings)
+        pipelines[name].load()
+    older_engine, current_engine = pipelines["older"].engine, pipelines["current"].engine
+    assert isinstance(older_engine, SamEngine) and isinstance(older_engine.model.mask_decoder.predict_masks, OpenVINOMaskDecoder)
+    assert isinstance(current_engine, ConvertedEngine)
+    rgb = np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8)
+    prompts = Prompts(points=np.array([[200.0, 150.0]]), labels=np.array([1]), multimask=True)
+    older_masks = older_engine.predict(older_engine.embed([older_engine.prepare(rgb)])[0], prompts).masks
+    current_masks = current_engine.predict(current_engine.embed([current_engine.prepare(rgb)])[0], prompts).masks
+    assert older_masks.shape == current_masks.shape == (1, 3, 300, 400)
+    assert (older_masks != current_masks).mean() < 1e-4 and 0.01 < current_masks.mean() < 0.99
 
 
 def test_a_failed_prestart_fails_loading_with_the_same_error(no_nvidia_driver, tmp_path):

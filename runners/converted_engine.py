@@ -1,0 +1,140 @@
+"""The SAM engine with no torch in the process: OpenVINO encoder, prompt decoder and upsampling.
+
+When the encoder and the prompt decoder (runners/prompt_decoder.py) are converted and served by
+OpenVINO on a CPU, nothing of a request needs torch: this engine does ``SamPredictor``'s
+remaining work in numpy and PIL, step for step (``ResizeLongestSide``, ``Sam.preprocess``,
+``SamPredictor.predict`` / ``predict_torch``'s coordinate transforms, ``MaskDecoder.forward``'s
+mask selection) and leaves ``Sam.postprocess_masks`` to runners/upsample.py. A server on it
+starts without importing torch (1.7 s of CPU and 300+ MB here, on the cold start's critical
+path) and reads nothing from the checkpoint. Segment-everything reuses segment_anything's
+generator, so its first request loads the torch side (runners/torch_loading.py).
+
+Outputs equal ``SamPredictor``'s on the same weights: the encoder input bit for bit, the masks
+up to float rounding (tests/test_converted_engine.py).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .engine_types import ImageEmbedding, PreparedImage, Prediction, Prompts
+from .converted import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, PADDING
+from .specs import IMAGE_SIZE, PIXEL_MEAN, PIXEL_STD
+from .upsample import Upsampler
+
+LOW_RES = IMAGE_SIZE // 4  # the decoder's mask logits: (256, 256)
+_MEAN = np.asarray(PIXEL_MEAN, np.float32)
+_STD = np.asarray(PIXEL_STD, np.float32)
+
+
+def preprocess_shape(height: int, width: int, long_side: int = IMAGE_SIZE) -> tuple[int, int]:
+    """(h, w) with the longest side resized to ``long_side`` (ResizeLongestSide.get_preprocess_shape)."""
+    scale = long_side * 1.0 / max(height, width)
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+def scale_coords(coords: np.ndarray, original_size: tuple[int, int], dtype: type) -> np.ndarray:
+    """(..., 2) (x, y) pixel coordinates of the original image -> the encoder's input frame, as
+    ``ResizeLongestSide.apply_coords`` (``dtype`` float64, then cast to float32 as SamPredictor
+    does) or ``apply_coords_torch`` (float32 throughout: the batched-boxes path) computes them."""
+    height, width = original_size
+    new_h, new_w = preprocess_shape(height, width)
+    coords = np.array(coords, dtype=dtype)
+    coords[..., 0] = coords[..., 0] * dtype(new_w / width)
+    coords[..., 1] = coords[..., 1] * dtype(new_h / height)
+    return coords.astype(np.float32)
+
+
+def prompt_inputs(prompts: Prompts, original_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The prompt decoder's point_coords (B, N, 2) float32 and point_labels (B, N) int32: the
+    points, then each box's corners, with SAM's padding point when there is no box."""
+    single = prompts.count == 1  # SamPredictor.predict; several boxes go through predict_torch
+    dtype = np.float64 if single else np.float32
+    count = prompts.count
+    coords = np.zeros((count, 0, 2), np.float32)
+    labels = np.zeros((count, 0), np.int32)
+    if prompts.points is not None:
+        points = scale_coords(prompts.points, original_size, dtype)
+        coords = np.broadcast_to(points[None], (count, *points.shape))
+        labels = np.broadcast_to(np.asarray(prompts.labels, np.int32)[None], (count, len(points)))
+    if prompts.boxes is not None:
+        corners = scale_coords(np.asarray(prompts.boxes).reshape(-1, 2, 2), original_size, dtype)
+        coords = np.concatenate([coords, corners], axis=1)
+        labels = np.concatenate([labels, np.tile(np.array([[BOX_TOP_LEFT, BOX_BOTTOM_RIGHT]], np.int32), (count, 1))], axis=1)
+    elif prompts.points is not None:
+        coords = np.concatenate([coords, np.zeros((count, 1, 2), np.float32)], axis=1)
+        labels = np.concatenate([labels, np.full((count, 1), PADDING, np.int32)], axis=1)
+    return np.ascontiguousarray(coords), np.ascontiguousarray(labels)
+
+
+class ConvertedEngine:
+    """``SamEngine``'s interface (prepare, embed, predict, warm_up) over compiled OpenVINO models.
+
+    ``prepare`` and ``predict`` may run concurrently from several threads (an infer request per
+    thread); ``embed`` is called by one batching thread at a time.
+    """
+
+    device = "cpu"
+
+    def __init__(self, encoder: Any, prompt_decoder: Any, upsampler: Any) -> None:
+        """encoder, prompt_decoder, upsampler: ``openvino.CompiledModel`` s of the converted
+        encoder, of runners/prompt_decoder.py's graph and of runners/upsample.py's."""
+        self.encoder = encoder
+        self._encode_request = encoder.create_infer_request()
+        self.prompt_decoder = prompt_decoder
+        self.upsample = Upsampler(upsampler)
+        self._local = threading.local()
+
+    def prepare(self, image: np.ndarray) -> PreparedImage:
+        """image: (H, W, 3) uint8 RGB -> the encoder's input, as ``SamPredictor.set_image`` makes
+        it: resized with PIL's bilinear filter (what ResizeLongestSide's torchvision call runs),
+        normalised in float32, padded with zeros at the bottom and right."""
+        height, width = image.shape[:2]
+        h, w = preprocess_shape(height, width)
+        resized = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+        tensor = np.zeros((3, IMAGE_SIZE, IMAGE_SIZE), np.float32)
+        tensor[:, :h, :w] = ((resized.astype(np.float32) - _MEAN) / _STD).transpose(2, 0, 1)
+        return PreparedImage(tensor, (height, width), (h, w))
+
+    def encode(self, batch: np.ndarray) -> np.ndarray:
+        """batch: (B, 3, 1024, 1024) float32 from ``prepare`` -> features (B, 256, 64, 64) float32."""
+        return np.concatenate([encode_one(self._encode_request, image) for image in batch])
+
+    def embed(self, prepared: list[PreparedImage]) -> list[ImageEmbedding]:
+        """Encode prepared images (one forward each: the IR's batch is 1)."""
+        return [ImageEmbedding(encode_one(self._encode_request, p.tensor), p.original_size, p.input_size) for p in prepared]
+
+    def predict(self, embedding: ImageEmbedding, prompts: Prompts) -> Prediction:
+        """All prompts of one image in one decoder forward (SamPredictor.predict's outputs)."""
+        coords, labels = prompt_inputs(prompts, embedding.original_size)
+        has_mask = prompts.mask_input is not None
+        mask = prompts.mask_input[None].astype(np.float32) if has_mask else np.zeros((1, 1, LOW_RES, LOW_RES), np.float32)
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self.prompt_decoder.create_infer_request()
+        result = request.infer([embedding.array(), coords, labels, mask, np.array([float(has_mask)], np.float32)])
+        low_res, scores = result[0], result[1]
+        chosen = slice(1, None) if prompts.multimask else slice(0, 1)  # MaskDecoder.forward's
+        low_res, scores = np.ascontiguousarray(low_res[:, chosen]), np.ascontiguousarray(scores[:, chosen])
+        masks = self.upsample(low_res, embedding.input_size, embedding.original_size)
+        return Prediction(masks, scores, low_res)
+
+    def warm_up(self, encoder: bool = True) -> None:
+        """One decoder forward on a synthetic image, after one encoder forward (``encoder``) or on
+        a zero embedding."""
+        prepared = self.prepare(np.zeros((64, 64, 3), dtype=np.uint8))
+        if encoder:
+            embedding = self.embed([prepared])[0]
+        else:
+            features = np.zeros((1, 256, IMAGE_SIZE // 16, IMAGE_SIZE // 16), np.float32)
+            embedding = ImageEmbedding(features, prepared.original_size, prepared.input_size)
+        self.predict(embedding, Prompts(points=np.array([[32.0, 32.0]]), labels=np.array([1]), multimask=True))
+
+
+def encode_one(request: Any, image: np.ndarray) -> np.ndarray:
+    """image (3, 1024, 1024) float32 -> features (1, 256, 64, 64), on an encoder infer request."""
+    return request.infer({0: np.ascontiguousarray(image, np.float32)[None]})[0].copy()

@@ -1,0 +1,97 @@
+"""Loading the torch side: the torch engine (runners/sam.py), and segment-everything's model.
+
+The torch engine serves whatever the torch-free one (runners/converted_engine.py) cannot: CUDA,
+the torch encoder (``SEGANY_ENCODER=torch``), the torch decoder (``SEGANY_DECODER=torch``), a
+converted folder without a prompt decoder, ``SEGANY_MODEL`` unset. Beside the torch-free engine,
+segment-everything still runs segment_anything's generator on a torch model: ``everything_engine``
+loads it (without the image encoder) on the first such request. Imported only when used: it
+imports torch.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .checkpoints import ResolvedCheckpoint, resolve_checkpoint
+from .converted import CompiledParts, compile_decoder, compile_for, openvino_precision
+from .converted_engine import ConvertedEngine
+from .decoders import use_openvino_decoder
+from .encoders import Encoder, OpenVINOEncoder, TorchEncoder, choose_backend
+from .models import load_sam
+from .prestart import Prestart
+from .sam import SamEngine, autocast_dtype, select_device
+from .settings import Settings
+from .specs import get_spec
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TorchLoaded:
+    """A loaded torch engine and what the log line and the embedding cache's key say of it."""
+
+    engine: SamEngine
+    model_name: str
+    checkpoint: ResolvedCheckpoint
+    backend: str  # the encoder's: "torch" or "openvino"
+    precision: str
+    decoder: str  # "torch" or "openvino"
+
+
+def load_torch_engine(settings: Settings, early: Prestart | None) -> TorchLoaded:
+    """Resolve and load the checkpoint into a torch SAM, its encoder in torch or OpenVINO."""
+    requested = get_spec(settings.model_type) if settings.model_type else None
+    device = select_device(settings.device)
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    backend = choose_backend(settings.encoder, device)
+    if backend == "openvino":
+        precision = openvino_precision(settings.precision)  # as the prestart compiles it
+    else:
+        autocast = autocast_dtype(settings.precision, device)
+        precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[autocast]
+    checkpoint = early.checkpoint.result() if early else resolve_checkpoint(settings, requested or get_spec("vit_h"))
+    logger.info("loading %s from %s on %s (%s encoder)", settings.model_type or "SAM", checkpoint.path, device, backend)
+    model = load_sam(requested, checkpoint.path, device, with_encoder=backend == "torch")
+    spec = get_spec(model.segany_model_type)
+    decoder = "torch"
+    if backend == "openvino":
+        compiled = early.compiled.result() if early is not None else compile_for(settings, checkpoint, spec.name, precision)
+        encoder: Encoder = OpenVINOEncoder(compiled.encoder, precision)
+        if compiled.decoder is not None:
+            use_openvino_decoder(model.mask_decoder, compiled.decoder)
+            decoder = "openvino"
+    else:
+        encoder = TorchEncoder(model.image_encoder, device, autocast)
+    return TorchLoaded(SamEngine(model, device, encoder), spec.name, checkpoint, backend, precision, decoder)
+
+
+class _ThroughConvertedEncoder:
+    """The torch engine's encoder call, run by the torch-free engine's encoder (one copy of it)."""
+
+    name = "openvino"
+
+    def __init__(self, engine: ConvertedEngine) -> None:
+        self.engine = engine
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.engine.encode(np.ascontiguousarray(batch.numpy())))
+
+
+def everything_engine(settings: Settings, engine: ConvertedEngine, compiled: CompiledParts,
+                      checkpoint: ResolvedCheckpoint, model_type: str) -> SamEngine:
+    """A torch engine for segment-everything beside the torch-free ``engine``: SAM's prompt
+    encoder from the checkpoint (the image encoder's weights unread), the mask decoder converted
+    beside the encoder (compiled now; torch's own when there is none), ``engine``'s encoder."""
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    device = torch.device("cpu")
+    model = load_sam(get_spec(model_type), checkpoint.path, device, with_encoder=False)
+    mask_decoder = compile_decoder(compiled.converted, settings.torch_threads)
+    if mask_decoder is not None:
+        use_openvino_decoder(model.mask_decoder, mask_decoder)
+    return SamEngine(model, device, _ThroughConvertedEncoder(engine))
