@@ -48,6 +48,24 @@ def reference_model(tiny_checkpoint: Path):
     return _build_sam(**TINY_DIMS, checkpoint=str(tiny_checkpoint))
 
 
+@pytest.fixture(scope="module")
+def predictor_for(reference_model):
+    """name -> a SamPredictor of the reference model with that photo set (made once per module)."""
+    from segment_anything import SamPredictor
+
+    from tests.photos import photo_rgb
+
+    predictors: dict = {}
+
+    def get(name: str) -> SamPredictor:
+        if name not in predictors:
+            predictors[name] = SamPredictor(reference_model)
+            predictors[name].set_image(photo_rgb(name))
+        return predictors[name]
+
+    return get
+
+
 def server_env(tiny_checkpoint: Path, cache_dir: Path, moto_endpoint: str, gcs_endpoint: str) -> dict[str, str]:
     return {
         "SEGANY_MODEL": "tiny",

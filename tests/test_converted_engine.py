@@ -25,7 +25,7 @@ from runners.converted_engine import ConvertedEngine, preprocess_shape
 from runners.engine_types import ImageEmbedding, Prompts
 from runners.upsample import Upsampler, build_upsampler
 from tests.photos import PHOTOS, photo_rgb
-from tests.test_segment import LOGIT_ATOL
+from tests.test_segment import LOGIT_ATOL, assert_masks_match
 
 pytest.importorskip("openvino")
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,26 +36,6 @@ def engine(tiny_checkpoint, tmp_path_factory) -> ConvertedEngine:
     converted = converted_encoder(tmp_path_factory.mktemp("ov-cache"), tiny_checkpoint, None, "tiny")
     prompt_decoder, upsampler = compile_prompt_decoder(converted)
     return ConvertedEngine(compile_converted(converted, "fp32"), prompt_decoder, upsampler)
-
-
-@pytest.fixture(scope="module")
-def predictors(reference_model):
-    made: dict[str, SamPredictor] = {}
-
-    def get(name: str) -> SamPredictor:
-        if name not in made:
-            made[name] = SamPredictor(reference_model)
-            made[name].set_image(photo_rgb(name))
-        return made[name]
-
-    return get
-
-
-def assert_masks_match(ours: np.ndarray, logits: np.ndarray) -> None:
-    """Masks equal ``logits > 0`` except where the logit is within LOGIT_ATOL of 0."""
-    differ = ours != (logits > 0)
-    assert not (differ & (np.abs(logits) > LOGIT_ATOL)).any(), f"{differ.sum()} pixels differ away from the threshold"
-    assert differ.sum() <= 1e-5 * differ.size
 
 
 @pytest.mark.parametrize("size", [(1, 1), (3, 2000), (480, 640), (683, 1024), (1200, 1800), (1024, 1024), (1500, 1001)])
@@ -115,9 +95,9 @@ def embedding_of(predictor: SamPredictor) -> ImageEmbedding:
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_predict_equals_sam_predictor(engine, predictors, case):
+def test_predict_equals_sam_predictor(engine, predictor_for, case):
     name, prompt, multimask = CASES[case]
-    predictor = predictors(name)
+    predictor = predictor_for(name)
     points = np.array(prompt["points"], float) if "points" in prompt else None
     labels = np.array(prompt["labels"]) if "labels" in prompt else None
     box = np.array(prompt["boxes"][0], float) if "boxes" in prompt else None
@@ -131,8 +111,8 @@ def test_predict_equals_sam_predictor(engine, predictors, case):
     np.testing.assert_allclose(ours.low_res_logits[0], low_res, rtol=0, atol=LOGIT_ATOL)
 
 
-def test_mask_input_alone_and_with_points(engine, predictors):
-    predictor = predictors("dog")
+def test_mask_input_alone_and_with_points(engine, predictor_for):
+    predictor = predictor_for("dog")
     _, _, low_res = predictor.predict(np.array([[400.0, 260.0]]), np.array([1]), multimask_output=False)
     for points, labels in [(None, None), (np.array([[300.0, 200.0]]), np.array([1]))]:
         logits, scores, _ = predictor.predict(points, labels, mask_input=low_res, multimask_output=False, return_logits=True)
@@ -141,9 +121,9 @@ def test_mask_input_alone_and_with_points(engine, predictors):
         np.testing.assert_allclose(ours.scores[0], scores, rtol=0, atol=LOGIT_ATOL)
 
 
-def test_several_boxes_equal_predict_torch(engine, predictors):
+def test_several_boxes_equal_predict_torch(engine, predictor_for):
     """Several boxes (with a shared point) as segment_anything batches them: apply_*_torch in float32."""
-    predictor = predictors("truck")
+    predictor = predictor_for("truck")
     boxes = np.array([[75, 275, 1725, 850], [425, 600, 700, 875], [1375, 550, 1650, 800]], float)
     point, label = np.array([[575.0, 750.0]]), np.array([1])
     size = predictor.original_size

@@ -173,6 +173,33 @@ def test_default_path_masks_match_eager_fp32(openvino_server, reference_model, n
             np.testing.assert_allclose(result_scores(body["results"][0]), scores, atol=1e-3)
 
 
+def torch_libraries_mapped(server: ServerProcess) -> list[str]:
+    """The libtorch* shared objects mapped by any process of the server (supervisor and worker)."""
+    import psutil
+
+    root = psutil.Process(server.process.pid)
+    found = set()
+    for process in [root, *root.children(recursive=True)]:
+        for line in open(f"/proc/{process.pid}/maps"):
+            name = line.rsplit("/", 1)[-1].strip()
+            if name.startswith("libtorch"):
+                found.add(name)
+    return sorted(found)
+
+
+def test_the_default_server_loads_torch_only_for_segment_everything(openvino_server):
+    """The default server serves prompts and embeddings with no torch in any of its processes
+    (runners/converted_engine.py); segment-everything, segment_anything's generator, loads it."""
+    import httpx
+
+    with httpx.Client(base_url=openvino_server.url, timeout=300) as client:
+        embed = ok(client.post("/embed", json={"image": b64(small_photo_png("groceries"))}))
+        ok(client.post("/segment", json={"image_id": embed["image_id"], "boxes": [[10, 10, 200, 200]]}))
+        assert torch_libraries_mapped(openvino_server) == []
+        body = ok(client.post("/segment_everything", json={"image_id": embed["image_id"], "points_per_side": 2, **OPEN}))
+    assert body["instances"] and "libtorch_cpu.so" in torch_libraries_mapped(openvino_server)
+
+
 def test_default_path_segment_everything_matches_the_generator(openvino_server, reference_model):
     """Segment-everything, whose cost is the decoder's, with the decoder in OpenVINO: the
     generator's instances on the same weights (eager fp32 encoder and decoder)."""

@@ -20,19 +20,6 @@ CASES = {
 }
 
 
-@pytest.fixture(scope="module")
-def predictor_for(reference_model):
-    predictors: dict[str, SamPredictor] = {}
-
-    def get(name: str) -> SamPredictor:
-        if name not in predictors:
-            predictors[name] = SamPredictor(reference_model)
-            predictors[name].set_image(photo_rgb(name))
-        return predictors[name]
-
-    return get
-
-
 LOGIT_ATOL = 1e-4  # the server's logits against SamPredictor's: another process may round the last bits apart
 
 
@@ -48,13 +35,17 @@ def reference(predictor: SamPredictor, prompt: dict, multimask: bool):
     )
 
 
+def assert_masks_match(ours: np.ndarray, logits: np.ndarray) -> None:
+    """Masks equal ``logits > 0`` except where the logit is within LOGIT_ATOL of 0 (at most 1e-5 of the pixels)."""
+    differ = ours != (logits > 0)
+    assert not (differ & (np.abs(logits) > LOGIT_ATOL)).any(), f"{differ.sum()} pixels differ, not all at the threshold"
+    assert differ.sum() <= 1e-5 * differ.size
+
+
 def assert_same(result: dict, full_logits: np.ndarray, scores: np.ndarray, logits: np.ndarray) -> None:
     """Masks equal SamPredictor's (logits > 0) at every pixel whose logit is further than
     LOGIT_ATOL from the threshold; scores and low-res logits within LOGIT_ATOL."""
-    ours, theirs = result_masks(result), full_logits > 0
-    differ = ours != theirs
-    assert not (differ & (np.abs(full_logits) > LOGIT_ATOL)).any(), f"{differ.sum()} pixels differ, not all at the threshold"
-    assert differ.sum() <= 1e-5 * differ.size
+    assert_masks_match(result_masks(result), full_logits)
     np.testing.assert_allclose(result_scores(result), scores, rtol=0, atol=LOGIT_ATOL)
     np.testing.assert_allclose(array(result["low_res_logits"]), logits, rtol=0, atol=LOGIT_ATOL)
 
