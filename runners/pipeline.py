@@ -28,6 +28,7 @@ import numpy as np
 
 from . import responses
 from .cache import CachedImage, EmbeddingCache
+from .checkpoints import ResolvedCheckpoint
 from .converted import CompiledParts
 from .converted_engine import ConvertedEngine
 from .engine_types import ImageEmbedding, PreparedImage, Prompts
@@ -65,7 +66,7 @@ class Pipeline:
         self.limits = ImageLimits.from_settings(settings)
         self.url_policy = UrlPolicy.from_settings(settings)
         self.engine: Engine | None = None
-        self._torch_free: tuple[CompiledParts, Any] | None = None  # the torch-free engine's parts and checkpoint
+        self._torch_free: tuple[CompiledParts, ResolvedCheckpoint] | None = None  # the torch-free engine's parts, weights
         self._everything_engine: Any = None  # segment-everything's torch engine beside a torch-free one
         self._everything_loading = threading.Lock()
         self.cache: EmbeddingCache | None = None
@@ -90,10 +91,12 @@ class Pipeline:
         settings = self.settings
         early = early or prestart(settings)
         compiled = early.compiled.result() if early is not None else None
-        if early is not None and compiled is not None and compiled.prompt_decoder is not None:
+        if early is not None and compiled is not None and compiled.prompt_decoder is not None:  # the torch-free engine
             checkpoint = early.checkpoint.result()
             engine: Engine = ConvertedEngine(compiled.encoder, compiled.prompt_decoder, compiled.upsampler)
             self._torch_free = (compiled, checkpoint)
+            logger.info("loading %s converted from %s (%s) on cpu, without torch", settings.model_type, checkpoint.path,
+                        compiled.converted.xml.parent)
             name, backend, precision, decoder, device = settings.model_type or "", "openvino", early.precision, "openvino", "cpu"
         else:
             from .torch_loading import load_torch_engine  # imports torch

@@ -236,6 +236,7 @@ def test_sagemaker_contract(image: BuiltImage, tmp_path: Path, port_source: str)
         checks.check_segment(url)
         assert "/opt/segany/weights/tiny.pth" in container.text()  # the baked checkpoint, not a generated one
         assert "openvino encoder" in container.text() and "converting" not in container.text()  # the baked IR
+        assert "no torch)" in container.text()  # the torch-free engine (runners/converted_engine.py)
         assert container.terminate() == 0, container.text()[-4000:]
     finally:
         container.kill()
