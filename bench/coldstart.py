@@ -42,29 +42,27 @@ SERVERLESS_MEMORY_MB = 6144  # SageMaker Serverless' largest memory size
 ROUNDS = 3  # floor and start alternated, compared by median
 
 
-def floor_s(checkpoint) -> float:
-    """One fresh interpreter importing the runtime and reading the checkpoint (page cache warm)."""
+def fresh_interpreter_s(imports: str, files: list[Path]) -> float:
+    """Seconds for a fresh interpreter to import ``imports`` and read ``files`` (page cache warm)."""
     code = (
-        "import torch, segment_anything, openvino\n"
-        f"with open({str(checkpoint)!r}, 'rb') as f:\n"
-        "    while f.read(1 << 24): pass\n"
-    )
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code], check=True)
-    return time.perf_counter() - start
-
-
-def runtime_floor_s(weights: list[Path]) -> float:
-    """One fresh interpreter importing the torch-free server's runtime and reading its converted weights."""
-    code = (
-        "import sys, numpy, openvino, PIL.Image\n"
+        f"import sys, {imports}\n"
         "for path in sys.argv[1:]:\n"
         "    with open(path, 'rb') as f:\n"
         "        while f.read(1 << 24): pass\n"
     )
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code, *map(str, weights)], check=True)
+    subprocess.run([sys.executable, "-c", code, *map(str, files)], check=True)
     return time.perf_counter() - start
+
+
+def floor_s(checkpoint: Path) -> float:
+    """The floor: the runtime a torch server needs imported and the checkpoint read."""
+    return fresh_interpreter_s("torch, segment_anything, openvino", [checkpoint])
+
+
+def runtime_floor_s(weights: list[Path]) -> float:
+    """The torch-free server's runtime imported and its converted weights read."""
+    return fresh_interpreter_s("numpy, openvino, PIL.Image", weights)
 
 
 def touch_fresh_memory(gib: int = 6) -> None:

@@ -23,6 +23,7 @@ import json
 import logging
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -193,6 +194,21 @@ def compile_converted(converted: ConvertedEncoder, precision: str, threads: int 
     fast = precision in ("bf16", "int8") and bf16_units
     with ReleasingMappedPages(mapped):  # the weights held once
         return core.compile_model(str(converted.xml), "CPU", _config(ov.Type.bf16 if fast else ov.Type.f32, threads))
+
+
+class ThreadRequests:
+    """An infer request of one compiled model per calling thread: requests of one model run
+    concurrently (OpenVINO releases the GIL while one runs), a single request must not."""
+
+    def __init__(self, compiled: Any) -> None:
+        self.compiled = compiled
+        self._local = threading.local()
+
+    def get(self) -> Any:
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self.compiled.create_infer_request()
+        return request
 
 
 def _has(xml: Path) -> bool:

@@ -15,14 +15,13 @@ up to float rounding (tests/test_converted_engine.py).
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from .engine_types import ImageEmbedding, PreparedImage, Prediction, Prompts
-from .converted import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, PADDING
+from .converted import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, PADDING, ThreadRequests
 from .specs import IMAGE_SIZE, PIXEL_MEAN, PIXEL_STD
 from .upsample import Upsampler
 
@@ -86,8 +85,8 @@ class ConvertedEngine:
         self.encoder = encoder
         self._encode_request = encoder.create_infer_request()
         self.prompt_decoder = prompt_decoder
+        self._decoder_requests = ThreadRequests(prompt_decoder)
         self.upsample = Upsampler(upsampler)
-        self._local = threading.local()
 
     def prepare(self, image: np.ndarray) -> PreparedImage:
         """image: (H, W, 3) uint8 RGB -> the encoder's input, as ``SamPredictor.set_image`` makes
@@ -113,10 +112,7 @@ class ConvertedEngine:
         coords, labels = prompt_inputs(prompts, embedding.original_size)
         has_mask = prompts.mask_input is not None
         mask = prompts.mask_input[None].astype(np.float32) if has_mask else np.zeros((1, 1, LOW_RES, LOW_RES), np.float32)
-        request = getattr(self._local, "request", None)
-        if request is None:
-            request = self._local.request = self.prompt_decoder.create_infer_request()
-        result = request.infer([embedding.array(), coords, labels, mask, np.array([float(has_mask)], np.float32)])
+        result = self._decoder_requests.get().infer([embedding.array(), coords, labels, mask, np.array([float(has_mask)], np.float32)])
         low_res, scores = result[0], result[1]
         chosen = slice(1, None) if prompts.multimask else slice(0, 1)  # MaskDecoder.forward's
         low_res, scores = np.ascontiguousarray(low_res[:, chosen]), np.ascontiguousarray(scores[:, chosen])

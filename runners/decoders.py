@@ -12,11 +12,12 @@ upsampling to the image and the threshold.
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import numpy as np
 import torch
+
+from .converted import ThreadRequests
 
 
 class OpenVINOMaskDecoder:
@@ -33,13 +34,7 @@ class OpenVINOMaskDecoder:
     def __init__(self, compiled: Any) -> None:
         """compiled: an ``openvino.CompiledModel`` of the converted decoder (runners/converted.py)."""
         self.compiled = compiled
-        self._local = threading.local()
-
-    def _request(self) -> Any:
-        request = getattr(self._local, "request", None)
-        if request is None:
-            request = self._local.request = self.compiled.create_infer_request()
-        return request
+        self._requests = ThreadRequests(compiled)
 
     def __call__(
         self,
@@ -52,7 +47,7 @@ class OpenVINOMaskDecoder:
         if dense.shape[0] > 1 and dense.stride(0) == 0:  # the no-mask embedding, expanded: send it once
             dense = dense[:1]  # the graph adds it to every prompt's copy of the image, broadcasting
         inputs = [_numpy(t) for t in (image_embeddings, image_pe, sparse_prompt_embeddings, dense)]
-        result = self._request().infer(inputs)
+        result = self._requests.get().infer(inputs)
         masks, iou_pred = (torch.from_numpy(result[output].copy()) for output in self.compiled.outputs)
         return masks, iou_pred
 

@@ -91,7 +91,7 @@ class Pipeline:
         settings = self.settings
         early = early or prestart(settings)
         compiled = early.compiled.result() if early is not None else None
-        if early is not None and compiled is not None and compiled.prompt_decoder is not None:  # the torch-free engine
+        if early is not None and compiled.prompt_decoder is not None:  # the torch-free engine
             checkpoint = early.checkpoint.result()
             engine: Engine = ConvertedEngine(compiled.encoder, compiled.prompt_decoder, compiled.upsampler)
             self._torch_free = (compiled, checkpoint)
@@ -129,7 +129,7 @@ class Pipeline:
 
                 compiled, checkpoint = self._torch_free
                 logger.info("segment-everything's first request: loading its torch model (once)")
-                self._everything_engine = everything_engine(self.settings, engine, compiled, checkpoint, self.model_name)
+                self._everything_engine = everything_engine(self.settings, compiled, checkpoint, self.model_name)
         return self._everything_engine
 
     def start_loading(self, early: Prestart | None = None) -> threading.Thread:

@@ -13,12 +13,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from .checkpoints import ResolvedCheckpoint, resolve_checkpoint
 from .converted import CompiledParts, compile_decoder, compile_for, openvino_precision
-from .converted_engine import ConvertedEngine
 from .decoders import use_openvino_decoder
 from .encoders import Encoder, OpenVINOEncoder, TorchEncoder, choose_backend
 from .models import load_sam
@@ -70,23 +68,12 @@ def load_torch_engine(settings: Settings, early: Prestart | None) -> TorchLoaded
     return TorchLoaded(SamEngine(model, device, encoder), spec.name, checkpoint, backend, precision, decoder)
 
 
-class _ThroughConvertedEncoder:
-    """The torch engine's encoder call, run by the torch-free engine's encoder (one copy of it)."""
-
-    name = "openvino"
-
-    def __init__(self, engine: ConvertedEngine) -> None:
-        self.engine = engine
-
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.engine.encode(np.ascontiguousarray(batch.numpy())))
-
-
-def everything_engine(settings: Settings, engine: ConvertedEngine, compiled: CompiledParts,
-                      checkpoint: ResolvedCheckpoint, model_type: str) -> SamEngine:
-    """A torch engine for segment-everything beside the torch-free ``engine``: SAM's prompt
-    encoder from the checkpoint (the image encoder's weights unread), the mask decoder converted
-    beside the encoder (compiled now; torch's own when there is none), ``engine``'s encoder."""
+def everything_engine(settings: Settings, compiled: CompiledParts, checkpoint: ResolvedCheckpoint,
+                      model_type: str) -> SamEngine:
+    """A torch engine for segment-everything beside the torch-free one: SAM's prompt encoder from
+    the checkpoint (the image encoder's weights unread), the mask decoder converted beside the
+    encoder (compiled now; torch's own when there is none). It has no image encoder: the generator's
+    crops are encoded by the torch-free engine, through the batcher (runners/pipeline.py)."""
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     device = torch.device("cpu")
@@ -94,4 +81,4 @@ def everything_engine(settings: Settings, engine: ConvertedEngine, compiled: Com
     mask_decoder = compile_decoder(compiled.converted, settings.torch_threads)
     if mask_decoder is not None:
         use_openvino_decoder(model.mask_decoder, mask_decoder)
-    return SamEngine(model, device, _ThroughConvertedEncoder(engine))
+    return SamEngine(model, device)  # its encoder is models.EncoderElsewhere, which says so if called

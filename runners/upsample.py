@@ -16,10 +16,11 @@ torch's. numpy alone was 20x slower than torch for a 2 MP image; this graph take
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import numpy as np
+
+from .converted import ThreadRequests
 
 LOW_RES = 256
 
@@ -81,15 +82,12 @@ class Upsampler:
 
     def __init__(self, compiled: Any) -> None:
         self.compiled = compiled
-        self._local = threading.local()
+        self._requests = ThreadRequests(compiled)
 
     def __call__(self, low_res: np.ndarray, input_size: tuple[int, int], original_size: tuple[int, int]) -> np.ndarray:
         """low_res (P, C, 256, 256) float32 logits -> masks (P, C, H, W) bool for the image (H, W)
         that was resized to ``input_size`` (h, w): ``Sam.postprocess_masks(...) > 0``."""
-        request = getattr(self._local, "request", None)
-        if request is None:
-            request = self._local.request = self.compiled.create_infer_request()
         (h, w), (height, width) = input_size, original_size
         crop = [table[:, :size].copy() for size in (h, w) for table in _FRAME]
         image = [*source_weights(h, height), *source_weights(w, width)]
-        return request.infer([np.ascontiguousarray(low_res, np.float32), *crop, *image])[0].copy()
+        return self._requests.get().infer([np.ascontiguousarray(low_res, np.float32), *crop, *image])[0].copy()

@@ -23,7 +23,6 @@ from segment_anything.utils.transforms import ResizeLongestSide
 from runners.converted import compile_converted, compile_prompt_decoder, converted_encoder
 from runners.converted_engine import ConvertedEngine, preprocess_shape
 from runners.engine_types import ImageEmbedding, Prompts
-from runners.upsample import Upsampler, build_upsampler
 from tests.photos import PHOTOS, photo_rgb
 from tests.test_segment import LOGIT_ATOL, assert_masks_match
 
@@ -55,13 +54,10 @@ def test_the_encoder_input_is_sam_predictors_bit_for_bit(engine, reference_model
 
 
 @pytest.mark.parametrize("size", [(1200, 1800), (683, 1024), (300, 200), (1024, 1024), (1500, 1001), (37, 1600)])
-def test_upsampling_is_postprocess_masks(reference_model, size):
+def test_upsampling_is_postprocess_masks(engine, reference_model, size):
     low_res = torch.randn(2, 3, 256, 256, generator=torch.Generator().manual_seed(sum(size)))
     input_size = preprocess_shape(*size)
-    import openvino as ov
-
-    upsample = Upsampler(ov.Core().compile_model(build_upsampler(), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}))
-    ours = upsample(low_res.numpy(), input_size, size)
+    ours = engine.upsample(low_res.numpy(), input_size, size)
     with torch.no_grad():
         logits = reference_model.postprocess_masks(low_res, input_size, size).numpy()
     assert ours.shape == logits.shape and ours.dtype == bool
