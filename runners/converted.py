@@ -228,10 +228,21 @@ def compile_decoder(converted: ConvertedEncoder, threads: int = 0) -> Any | None
     return _core(converted).compile_model(str(converted.decoder_xml), "CPU", _config(ov.Type.f32, threads))
 
 
-def compile_prompt_decoder(converted: ConvertedEncoder, threads: int = 0) -> tuple[Any, Any] | None:
-    """The prompt decoder converted beside the encoder (runners/prompt_decoder.py) and the mask
-    upsampling graph (runners/upsample.py), compiled in float32; None when the folder has no
-    prompt decoder (converted by an older release: the torch engine serves it)."""
+@dataclass(frozen=True)
+class PromptGraphs:
+    """What the torch-free engine (runners/converted_engine.py) decodes prompts with, each an
+    ``openvino.CompiledModel``: the prompt decoder (runners/prompt_decoder.py), the mask upsampling
+    (runners/upsample.py) and its ``scored`` variant for segment-everything."""
+
+    prompt_decoder: Any
+    upsampler: Any
+    scored_upsampler: Any
+
+
+def compile_prompt_decoder(converted: ConvertedEncoder, threads: int = 0) -> PromptGraphs | None:
+    """The prompt decoder converted beside the encoder and the upsampling graphs, compiled in
+    float32; None when the folder has no prompt decoder (converted by an older release: the torch
+    engine serves it)."""
     import openvino as ov
 
     from .upsample import build_upsampler
@@ -241,7 +252,8 @@ def compile_prompt_decoder(converted: ConvertedEncoder, threads: int = 0) -> tup
                     "`segany convert`, to serve without torch)", converted.xml.parent)
         return None
     core, config = _core(converted), _config(ov.Type.f32, threads)
-    return core.compile_model(str(converted.prompt_decoder_xml), "CPU", config), core.compile_model(build_upsampler(), "CPU", config)
+    return PromptGraphs(core.compile_model(str(converted.prompt_decoder_xml), "CPU", config),
+                        *(core.compile_model(build_upsampler(scored), "CPU", config) for scored in (False, True)))
 
 
 def encoder_files(settings: Settings, checkpoint: ResolvedCheckpoint, model_type: str, precision: str) -> ConvertedEncoder:
@@ -260,26 +272,25 @@ def encoder_files(settings: Settings, checkpoint: ResolvedCheckpoint, model_type
 
 @dataclass(frozen=True)
 class CompiledParts:
-    """The compiled encoder and what decodes prompts: the prompt decoder and the upsampling graph
-    (a torch-free engine, runners/converted_engine.py), or else the mask decoder (None: the
-    decoder runs in torch). ``converted``: where they came from."""
+    """The compiled encoder and what decodes prompts: the prompt graphs (a torch-free engine,
+    runners/converted_engine.py), or else the mask decoder (None: the decoder runs in torch).
+    ``converted``: where they came from."""
 
     converted: ConvertedEncoder
     encoder: Any
     decoder: Any | None = None
-    prompt_decoder: Any | None = None
-    upsampler: Any | None = None
+    prompts: PromptGraphs | None = None
 
 
 def compile_for(settings: Settings, checkpoint: ResolvedCheckpoint, model_type: str, precision: str) -> CompiledParts:
     """The compiled encoder and decoders for a resolved checkpoint, as the settings ask
     (converting them first when no converted copy exists). The mask decoder is compiled only
-    where no prompt decoder is: segment-everything compiles it when it first needs it."""
+    where no prompt decoder is."""
     converted = encoder_files(settings, checkpoint, model_type, precision)
     encoder = compile_converted(converted, precision, settings.torch_threads)
     if settings.decoder != "auto":
         return CompiledParts(converted, encoder)
     prompts = compile_prompt_decoder(converted, settings.torch_threads)
     if prompts is not None:
-        return CompiledParts(converted, encoder, prompt_decoder=prompts[0], upsampler=prompts[1])
+        return CompiledParts(converted, encoder, prompts=prompts)
     return CompiledParts(converted, encoder, decoder=compile_decoder(converted, settings.torch_threads))

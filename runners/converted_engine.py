@@ -6,8 +6,8 @@ remaining work in numpy and PIL, step for step (``ResizeLongestSide``, ``Sam.pre
 ``SamPredictor.predict`` / ``predict_torch``'s coordinate transforms, ``MaskDecoder.forward``'s
 mask selection) and leaves ``Sam.postprocess_masks`` to runners/upsample.py. A server on it
 starts without importing torch (1.7 s of CPU and 300+ MB here, on the cold start's critical
-path) and reads nothing from the checkpoint. Segment-everything reuses segment_anything's
-generator, so its first request loads the torch side (runners/torch_loading.py).
+path) and reads nothing from the checkpoint. Segment-everything runs on it too
+(runners/mask_generator.py, segment_anything's generator in numpy).
 
 Outputs equal ``SamPredictor``'s on the same weights: the encoder input bit for bit, the masks
 up to float rounding (tests/test_converted_engine.py).
@@ -21,9 +21,9 @@ import numpy as np
 from PIL import Image
 
 from .engine_types import ImageEmbedding, PreparedImage, Prediction, Prompts
-from .converted import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, PADDING, ThreadRequests
+from .converted import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, FOREGROUND, PADDING, PromptGraphs, ThreadRequests
 from .specs import IMAGE_SIZE, PIXEL_MEAN, PIXEL_STD
-from .upsample import Upsampler
+from .upsample import ScoredUpsampler, Upsampler
 
 LOW_RES = IMAGE_SIZE // 4  # the decoder's mask logits: (256, 256)
 _MEAN = np.asarray(PIXEL_MEAN, np.float32)
@@ -79,14 +79,17 @@ class ConvertedEngine:
 
     device = "cpu"
 
-    def __init__(self, encoder: Any, prompt_decoder: Any, upsampler: Any) -> None:
-        """encoder, prompt_decoder, upsampler: ``openvino.CompiledModel`` s of the converted
-        encoder, of runners/prompt_decoder.py's graph and of runners/upsample.py's."""
+    POINTS_PER_FORWARD = 4  # segment-everything's single-point prompts per decoder forward (decode_points)
+
+    def __init__(self, encoder: Any, graphs: PromptGraphs) -> None:
+        """encoder: the converted encoder's ``openvino.CompiledModel``; graphs: the prompt decoder
+        and the upsampling graphs (runners.converted.compile_prompt_decoder)."""
         self.encoder = encoder
         self._encode_request = encoder.create_infer_request()
-        self.prompt_decoder = prompt_decoder
-        self._decoder_requests = ThreadRequests(prompt_decoder)
-        self.upsample = Upsampler(upsampler)
+        self.prompt_decoder = graphs.prompt_decoder
+        self._decoder_requests = ThreadRequests(graphs.prompt_decoder)
+        self.upsample = Upsampler(graphs.upsampler)
+        self.upsample_scored = ScoredUpsampler(graphs.scored_upsampler)
 
     def prepare(self, image: np.ndarray) -> PreparedImage:
         """image: (H, W, 3) uint8 RGB -> the encoder's input, as ``SamPredictor.set_image`` makes
@@ -110,14 +113,42 @@ class ConvertedEngine:
     def predict(self, embedding: ImageEmbedding, prompts: Prompts) -> Prediction:
         """All prompts of one image in one decoder forward (SamPredictor.predict's outputs)."""
         coords, labels = prompt_inputs(prompts, embedding.original_size)
-        has_mask = prompts.mask_input is not None
-        mask = prompts.mask_input[None].astype(np.float32) if has_mask else np.zeros((1, 1, LOW_RES, LOW_RES), np.float32)
-        result = self._decoder_requests.get().infer([embedding.array(), coords, labels, mask, np.array([float(has_mask)], np.float32)])
-        low_res, scores = result[0], result[1]
+        low_res, scores = self.decode(embedding, coords, labels, prompts.mask_input)
         chosen = slice(1, None) if prompts.multimask else slice(0, 1)  # MaskDecoder.forward's
         low_res, scores = np.ascontiguousarray(low_res[:, chosen]), np.ascontiguousarray(scores[:, chosen])
         masks = self.upsample(low_res, embedding.input_size, embedding.original_size)
         return Prediction(masks, scores, low_res)
+
+    def decode(self, embedding: ImageEmbedding, coords: np.ndarray, labels: np.ndarray,
+               mask_input: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The prompt decoder's forward (``prompt_inputs``' coords (B, N, 2) float32 and labels
+        (B, N) int32; mask_input (1, 256, 256) or None): low-res logits (B, 4, 256, 256) and
+        predicted IoUs (B, 4), float32, all four of MaskDecoder's masks."""
+        has_mask = mask_input is not None
+        mask = mask_input[None].astype(np.float32) if has_mask else np.zeros((1, 1, LOW_RES, LOW_RES), np.float32)
+        result = self._decoder_requests.get().infer([embedding.array(), coords, labels, mask, np.array([float(has_mask)], np.float32)])
+        return result[0], result[1]
+
+    def decode_points(self, embedding: ImageEmbedding, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One foreground point per prompt, as ``SamAutomaticMaskGenerator`` prompts them.
+
+        points: (N, 2) float64 (x, y) pixels of the embedded image. Returns the multimask outputs:
+        low-res logits (N, 3, 256, 256) and predicted IoUs (N, 3), float32. The generator keeps
+        the transformed coordinates in float64 (``apply_coords``, then ``+ 0.5`` in the prompt
+        encoder) until ``forward_with_coords`` casts them; the graph adds its 0.5 in float32, so
+        it is handed ``float32(x + 0.5) - 0.5``, exact in float32 (0.5 is a multiple of the
+        spacing of floats below 2**23), which gives back float32(x + 0.5) exactly."""
+        height, width = embedding.original_size
+        new_h, new_w = preprocess_shape(height, width)
+        scaled = np.array(points, np.float64) * np.array([new_w / width, new_h / height])
+        shifted = (scaled + 0.5).astype(np.float32) - np.float32(0.5)
+        coords = np.stack([shifted, np.zeros_like(shifted)], axis=1)  # and SAM's padding point
+        labels = np.tile(np.array([[FOREGROUND, PADDING]], np.int32), (len(points), 1))
+        parts = [self.decode(embedding, coords[i:i + self.POINTS_PER_FORWARD], labels[i:i + self.POINTS_PER_FORWARD])
+                 for i in range(0, len(points), self.POINTS_PER_FORWARD)]
+        low_res = np.concatenate([low for low, _ in parts]) if parts else np.zeros((0, 4, LOW_RES, LOW_RES), np.float32)
+        scores = np.concatenate([iou for _, iou in parts]) if parts else np.zeros((0, 4), np.float32)
+        return low_res[:, 1:], scores[:, 1:]
 
     def warm_up(self, encoder: bool = True) -> None:
         """One decoder forward on a synthetic image, after one encoder forward (``encoder``) or on

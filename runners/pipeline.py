@@ -7,9 +7,10 @@ function (:meth:`Pipeline.encode_staged`) encodes every staged image of the batc
 forward. Only tickets cross the batcher, so no tensor is ever serialised.
 
 The engine is the torch-free one (runners/converted_engine.py) whenever the settings plan an
-OpenVINO encoder with a converted prompt decoder on a CPU; this module then never imports torch,
-until a first segment-everything request loads the torch side. Otherwise it is the torch engine
-(runners/sam.py, loaded by runners/torch_loading.py).
+OpenVINO encoder with a converted prompt decoder on a CPU; this module then never imports torch
+(segment-everything included: runners/mask_generator.py). Otherwise it is the torch engine
+(runners/sam.py, loaded by runners/torch_loading.py), and segment-everything is
+segment_anything's own generator (runners/everything.py).
 """
 
 from __future__ import annotations
@@ -28,13 +29,12 @@ import numpy as np
 
 from . import responses
 from .cache import CachedImage, EmbeddingCache
-from .checkpoints import ResolvedCheckpoint
-from .converted import CompiledParts
 from .converted_engine import ConvertedEngine
 from .engine_types import ImageEmbedding, PreparedImage, Prompts
 from .errors import ImageNotFound, NotReady, Overloaded, PromptError, SegAnyError
 from .inputs import ImageLimits, check_image_id, decode_base64, decode_image, image_id_of
 from .lifecycle import fail_startup
+from .mask_generator import GeneratorParams, MaskGenerator
 from .prestart import Prestart, prestart
 from .schemas import EmbedRequest, EmbedResponse, EverythingRequest, EverythingResponse, ImageRequest, SegmentRequest, SegmentResponse
 from .settings import Settings
@@ -66,9 +66,6 @@ class Pipeline:
         self.limits = ImageLimits.from_settings(settings)
         self.url_policy = UrlPolicy.from_settings(settings)
         self.engine: Engine | None = None
-        self._torch_free: tuple[CompiledParts, ResolvedCheckpoint] | None = None  # the torch-free engine's parts, weights
-        self._everything_engine: Any = None  # segment-everything's torch engine beside a torch-free one
-        self._everything_loading = threading.Lock()
         self.cache: EmbeddingCache | None = None
         self.model_name = settings.model_type
         self._ready = threading.Event()
@@ -91,10 +88,10 @@ class Pipeline:
         settings = self.settings
         early = early or prestart(settings)
         compiled = early.compiled.result() if early is not None else None
-        if early is not None and compiled.prompt_decoder is not None:  # the torch-free engine
+        torch_free = early is not None and compiled.prompts is not None
+        if torch_free:
             checkpoint = early.checkpoint.result()
-            engine: Engine = ConvertedEngine(compiled.encoder, compiled.prompt_decoder, compiled.upsampler)
-            self._torch_free = (compiled, checkpoint)
+            engine: Engine = ConvertedEngine(compiled.encoder, compiled.prompts)
             logger.info("loading %s converted from %s (%s) on cpu, without torch", settings.model_type, checkpoint.path,
                         compiled.converted.xml.parent)
             name, backend, precision, decoder, device = settings.model_type or "", "openvino", early.precision, "openvino", "cpu"
@@ -114,23 +111,7 @@ class Pipeline:
         self.engine = engine
         self._ready.set()
         logger.info("model %s ready (%s, %s encoder, precision %s, %s decoder, %s warm-up, %s)", name, device, backend,
-                    precision, decoder, warmup, "no torch" if self._torch_free else "torch engine")
-
-    def everything_engine(self) -> Any:
-        """The torch engine segment-everything runs on: the engine itself, or beside a torch-free
-        engine one loaded on first use (torch, SAM's prompt encoder, the converted mask decoder).
-        Blocking (seconds, once); call it from a worker thread."""
-        engine, _ = self._require_ready()
-        if self._torch_free is None:
-            return engine
-        with self._everything_loading:
-            if self._everything_engine is None:
-                from .torch_loading import everything_engine  # imports torch
-
-                compiled, checkpoint = self._torch_free
-                logger.info("segment-everything's first request: loading its torch model (once)")
-                self._everything_engine = everything_engine(self.settings, compiled, checkpoint, self.model_name)
-        return self._everything_engine
+                    precision, decoder, warmup, "no torch" if torch_free else "torch engine")
 
     def start_loading(self, early: Prestart | None = None) -> threading.Thread:
         """Load in a background thread; a failure ends the process with a non-zero status."""
@@ -287,9 +268,12 @@ class Pipeline:
             return anyio.from_thread.run(self._encode, prepared, encode_batch)
 
         def run() -> list:  # type: ignore[type-arg]
+            if isinstance(engine, ConvertedEngine):
+                generator = MaskGenerator(engine, GeneratorParams(**request.generator_kwargs()))
+                return generator.generate(rgb, entry.embedding, embed_crop)
             from .everything import segment_everything  # segment_anything's generator: torch
 
-            return segment_everything(self.everything_engine(), rgb, entry.embedding, embed_crop, **request.generator_kwargs())
+            return segment_everything(engine, rgb, entry.embedding, embed_crop, **request.generator_kwargs())
 
         instances = await self._run(run)
         return await self._run(responses.everything_response, entry, instances, request, rgb)

@@ -1,10 +1,8 @@
-"""Loading the torch side: the torch engine (runners/sam.py), and segment-everything's model.
+"""Loading the torch engine (runners/sam.py).
 
 The torch engine serves whatever the torch-free one (runners/converted_engine.py) cannot: CUDA,
 the torch encoder (``SEGANY_ENCODER=torch``), the torch decoder (``SEGANY_DECODER=torch``), a
-converted folder without a prompt decoder, ``SEGANY_MODEL`` unset. Beside the torch-free engine,
-segment-everything still runs segment_anything's generator on a torch model: ``everything_engine``
-loads it (without the image encoder) on the first such request. Imported only when used: it
+converted folder without a prompt decoder, ``SEGANY_MODEL`` unset. Imported only when used: it
 imports torch.
 """
 
@@ -16,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from .checkpoints import ResolvedCheckpoint, resolve_checkpoint
-from .converted import CompiledParts, compile_decoder, compile_for, openvino_precision
+from .converted import compile_for, openvino_precision
 from .decoders import use_openvino_decoder
 from .encoders import Encoder, OpenVINOEncoder, TorchEncoder, choose_backend
 from .models import load_sam
@@ -66,19 +64,3 @@ def load_torch_engine(settings: Settings, early: Prestart | None) -> TorchLoaded
     else:
         encoder = TorchEncoder(model.image_encoder, device, autocast)
     return TorchLoaded(SamEngine(model, device, encoder), spec.name, checkpoint, backend, precision, decoder)
-
-
-def everything_engine(settings: Settings, compiled: CompiledParts, checkpoint: ResolvedCheckpoint,
-                      model_type: str) -> SamEngine:
-    """A torch engine for segment-everything beside the torch-free one: SAM's prompt encoder from
-    the checkpoint (the image encoder's weights unread), the mask decoder converted beside the
-    encoder (compiled now; torch's own when there is none). It has no image encoder: the generator's
-    crops are encoded by the torch-free engine, through the batcher (runners/pipeline.py)."""
-    if settings.torch_threads:
-        torch.set_num_threads(settings.torch_threads)
-    device = torch.device("cpu")
-    model = load_sam(get_spec(model_type), checkpoint.path, device, with_encoder=False)
-    mask_decoder = compile_decoder(compiled.converted, settings.torch_threads)
-    if mask_decoder is not None:
-        use_openvino_decoder(model.mask_decoder, mask_decoder)
-    return SamEngine(model, device)  # its encoder is models.EncoderElsewhere, which says so if called

@@ -40,11 +40,15 @@ def source_weights(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([first, second]).astype(np.int32), np.stack([np.float32(1) - far, far])
 
 
-def build_upsampler() -> Any:
+def build_upsampler(scored: bool = False) -> Any:
     """The graph (an ``openvino.Model``). Inputs: low-res logits (P, C, 256, 256) float32, then
     for each step the rows' and the columns' indices (2, n) int32 and weights (2, n) float32 from
     ``source_weights``: the 4x step's first (n = h, then w: cropped), the image's next (H, then
-    W). Output: masks (P, C, H, W) bool."""
+    W). Output: masks (P, C, H, W) bool.
+
+    ``scored`` (segment-everything's): one more input, the stability offset (1,) float32, and two
+    more outputs, each mask's pixel counts (P, C) int32 with logits above +offset and above
+    -offset: ``calculate_stability_score``'s intersections and unions, on the same logits."""
     import openvino as ov
     import openvino.opset13 as ops
 
@@ -70,11 +74,23 @@ def build_upsampler() -> Any:
     masks = logits
     for rows_index, rows_weight, cols_index, cols_weight in (tables[:4], tables[4:]):
         masks = blend(blend(masks, cols_index, cols_weight, 3), rows_index, rows_weight, 2)
-    masks = ops.greater(masks, const(0.0, np.float32))  # Sam.mask_threshold
-    return ov.Model([masks.output(0)], [logits, *tables], "upsample_masks")
+    outputs = [ops.greater(masks, const(0.0, np.float32))]  # Sam.mask_threshold
+    if scored:
+        offset = ops.parameter([1], ov.Type.f32, name="stability_offset")
+        tables.append(offset)
+        for threshold in (offset, ops.negative(offset)):
+            above = ops.convert(ops.greater(masks, threshold), ov.Type.i32)
+            outputs.append(ops.reduce_sum(above, const([2, 3], np.int32), keep_dims=False))
+    return ov.Model([out.output(0) for out in outputs], [logits, *tables], "upsample_scored" if scored else "upsample_masks")
 
 
 _FRAME = source_weights(LOW_RES, 4 * LOW_RES)  # the first step's table, cropped per image
+
+
+def _tables(input_size: tuple[int, int], original_size: tuple[int, int]) -> list[np.ndarray]:
+    (h, w), (height, width) = input_size, original_size
+    crop = [table[:, :size].copy() for size in (h, w) for table in _FRAME]
+    return [*crop, *source_weights(h, height), *source_weights(w, width)]
 
 
 class Upsampler:
@@ -87,7 +103,22 @@ class Upsampler:
     def __call__(self, low_res: np.ndarray, input_size: tuple[int, int], original_size: tuple[int, int]) -> np.ndarray:
         """low_res (P, C, 256, 256) float32 logits -> masks (P, C, H, W) bool for the image (H, W)
         that was resized to ``input_size`` (h, w): ``Sam.postprocess_masks(...) > 0``."""
-        (h, w), (height, width) = input_size, original_size
-        crop = [table[:, :size].copy() for size in (h, w) for table in _FRAME]
-        image = [*source_weights(h, height), *source_weights(w, width)]
-        return self._requests.get().infer([np.ascontiguousarray(low_res, np.float32), *crop, *image])[0].copy()
+        tables = _tables(input_size, original_size)
+        return self._requests.get().infer([np.ascontiguousarray(low_res, np.float32), *tables])[0].copy()
+
+
+class ScoredUpsampler(Upsampler):
+    """The ``scored`` graph: masks with their stability scores."""
+
+    def __call__(self, low_res: np.ndarray, input_size: tuple[int, int], original_size: tuple[int, int],
+                 offset: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+        """low_res (P, 256, 256) float32 logits -> masks (P, H, W) bool as ``Upsampler``'s, and
+        stability scores (P,) float32 as ``calculate_stability_score(logits, 0.0, offset)``
+        computes them (counts divided in float32; NaN for a mask with no logit above -offset)."""
+        tables = _tables(input_size, original_size)
+        result = self._requests.get().infer([np.ascontiguousarray(low_res[:, None], np.float32), *tables,
+                                              np.array([offset], np.float32)])
+        masks, high, low = (result[k] for k in range(3))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            stability = high[:, 0].astype(np.float32) / low[:, 0].astype(np.float32)
+        return masks[:, 0].copy(), stability

@@ -48,6 +48,16 @@ def reference_model(tiny_checkpoint: Path):
     return _build_sam(**TINY_DIMS, checkpoint=str(tiny_checkpoint))
 
 
+@pytest.fixture(scope="session")
+def converted_engine(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The torch-free engine (runners/converted_engine.py) on the tiny checkpoint, fp32."""
+    from runners.converted import compile_converted, compile_prompt_decoder, converted_encoder
+    from runners.converted_engine import ConvertedEngine
+
+    converted = converted_encoder(tmp_path_factory.mktemp("ov-cache"), tiny_checkpoint, None, "tiny")
+    return ConvertedEngine(compile_converted(converted, "fp32"), compile_prompt_decoder(converted))
+
+
 @pytest.fixture(scope="module")
 def predictor_for(reference_model):
     """name -> a SamPredictor of the reference model with that photo set (made once per module)."""

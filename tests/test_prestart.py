@@ -96,7 +96,7 @@ def test_prestart_never_imports_torch(tiny_checkpoint, converted_cache):
         "early = prestart(Settings.from_env())\n"
         "compiled = early.compiled.result(timeout=300)\n"
         "print(json.dumps({'inputs': [list(i.get_shape()) for i in compiled.encoder.inputs],\n"
-        "                  'decoder_inputs': [str(i.get_partial_shape()) for i in compiled.prompt_decoder.inputs],\n"
+        "                  'decoder_inputs': [str(i.get_partial_shape()) for i in compiled.prompts.prompt_decoder.inputs],\n"
         "                  'imported': sorted(m for m in ('torch', 'segment_anything', 'torchvision') if m in sys.modules)}))\n"
     )
     report = fresh_interpreter(code, tiny_checkpoint, converted_cache)
@@ -213,7 +213,7 @@ def test_load_uses_the_prestarted_encoder(monkeypatch, no_nvidia_driver, tiny_ch
     pipeline.load(early)
     engine = pipeline.engine
     assert isinstance(engine, ConvertedEngine) and engine.encoder is compiled.encoder
-    assert engine.prompt_decoder is compiled.prompt_decoder is not None and compiled.decoder is None
+    assert engine.prompt_decoder is compiled.prompts.prompt_decoder and compiled.decoder is None
     x = torch.randn(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(2))
     with torch.inference_mode():
         reference = reference_model.image_encoder(x)
