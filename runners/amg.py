@@ -4,7 +4,8 @@
 torchvision's; the torch-free engine's segment-everything (runners/mask_generator.py) needs
 them without either. Each function here is the one named in its docstring, computed in the same
 dtypes in the same order, so that results are equal, not close; tests/test_amg.py holds each to
-the original on random and real masks.
+the original on random and real masks. RLEs are pycocotools' (runners/outputs.py), as the
+responses carry them.
 """
 
 from __future__ import annotations
@@ -93,32 +94,6 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
             overlap = inter / (areas[i] + areas[rest] - inter)
         alive[rest[overlap.astype(np.float64) > iou_threshold]] = False
     return order[alive].astype(np.int64)
-
-
-def encode_rle(masks: np.ndarray) -> list[dict[str, Any]]:
-    """``mask_to_rle_pytorch``: (N, H, W) bool -> uncompressed RLEs ({"size": [H, W], "counts":
-    [...]}, column-major runs, the first of zeros) as pycocotools reads them."""
-    n, h, w = masks.shape
-    flat = masks.transpose(0, 2, 1).reshape(n, h * w)
-    out = []
-    for row in flat:
-        edges = np.flatnonzero(row[1:] != row[:-1]) + 1
-        runs = np.diff(np.concatenate([[0], edges, [h * w]]))
-        out.append({"size": [h, w], "counts": ([0] if row[0] else []) + runs.tolist()})
-    return out
-
-
-def decode_rle(rle: dict[str, Any]) -> np.ndarray:
-    """``rle_to_mask``: an uncompressed RLE -> (H, W) bool."""
-    h, w = rle["size"]
-    values = np.zeros(len(rle["counts"]), bool)
-    values[1::2] = True
-    return np.repeat(values, rle["counts"]).reshape(w, h).transpose()
-
-
-def area_of_rle(rle: dict[str, Any]) -> int:
-    """``area_from_rle``: the mask's pixel count."""
-    return sum(rle["counts"][1::2])
 
 
 def uncrop_masks(masks: np.ndarray, crop_box: list[int], orig_h: int, orig_w: int) -> np.ndarray:

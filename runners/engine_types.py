@@ -83,8 +83,9 @@ class Instance:
     """One mask of segment-everything.
 
     rle: uncompressed RLE ({"size": [H, W], "counts": [...]}, column-major, as
-    segment_anything emits it); bbox: (x, y, w, h); point_coords: [[x, y]] the prompt;
-    crop_box: (x0, y0, x1, y1) of the crop it came from.
+    segment_anything's generator emits it) or COCO's compressed one ("counts" a str, from
+    runners/mask_generator.py); runners.outputs takes either. bbox: (x, y, w, h); point_coords: [[x, y]] the prompt;
+    crop_box: (x, y, w, h) of the crop it came from.
     """
 
     rle: dict[str, Any]

@@ -1,6 +1,7 @@
-"""Segment-everything: ``SamAutomaticMaskGenerator`` fed from our encoder path.
+"""Segment-everything on the torch engine: ``SamAutomaticMaskGenerator`` fed from our encoder path.
 
-The generator's own algorithm (point grid, crops, batched decoding, stability scores,
+(The torch-free engine runs runners/mask_generator.py, a numpy port of the same generator.) The
+generator's own algorithm (point grid, crops, batched decoding, stability scores,
 NMS, small-region cleanup) is reused; what changes changes no result:
 
 - ``set_image`` is redirected, so the full image's embedding comes from the embedding

@@ -9,7 +9,8 @@ the point grid per crop layer, the crops, single-point prompts in batches of
 nearness to a crop's edge, NMS within a crop and then across crops, small-region cleanup. Its
 helpers are runners/amg.py's numpy ports; the decoder and the upsampling are OpenVINO graphs
 (runners/prompt_decoder.py, runners/upsample.py), the latter computing the stability counts on
-the full-size logits as it thresholds them.
+the full-size logits as it thresholds them; RLEs are pycocotools' (runners/outputs.py), which
+the responses carry, where segment_anything makes uncompressed ones and converts them.
 
 What changes changes no result (runners/everything.py does the same in torch): batches are
 filtered by predicted IoU before upsampling, only survivors are upsampled, a few at a time; the
@@ -31,6 +32,7 @@ import numpy as np
 from . import amg
 from .converted_engine import ConvertedEngine
 from .engine_types import ImageEmbedding, Instance
+from .outputs import decode_rle, encode_rle
 
 EmbedCrop = Callable[[np.ndarray], ImageEmbedding]
 UPSAMPLE_CHUNK = 16  # full-size masks upsampled at once (16 x 2 MP x 4 B of logits = 128 MB)
@@ -38,29 +40,30 @@ UPSAMPLE_CHUNK = 16  # full-size masks upsampled at once (16 x 2 MP x 4 B of log
 
 @dataclass(frozen=True)
 class GeneratorParams:
-    """``SamAutomaticMaskGenerator``'s parameters (its defaults; runners.schemas.EverythingRequest
-    checks a request's)."""
+    """``SamAutomaticMaskGenerator``'s parameters (runners.schemas.EverythingRequest holds their
+    defaults, the generator's, and checks a request's: ``GeneratorParams(**request.generator_kwargs())``)."""
 
-    points_per_side: int = 32
-    points_per_batch: int = 64
-    pred_iou_thresh: float = 0.88
-    stability_score_thresh: float = 0.95
-    stability_score_offset: float = 1.0
-    box_nms_thresh: float = 0.7
-    crop_n_layers: int = 0
-    crop_nms_thresh: float = 0.7
-    crop_overlap_ratio: float = 512 / 1500
-    crop_n_points_downscale_factor: int = 1
-    min_mask_region_area: int = 0
+    points_per_side: int
+    points_per_batch: int
+    pred_iou_thresh: float
+    stability_score_thresh: float
+    stability_score_offset: float
+    box_nms_thresh: float
+    crop_n_layers: int
+    crop_nms_thresh: float
+    crop_overlap_ratio: float
+    crop_n_points_downscale_factor: int
+    min_mask_region_area: int
 
 
 @dataclass(frozen=True)
 class _Masks:
-    """The generator's ``MaskData``: N masks as RLEs of the image, and per mask its box (x0, y0,
-    x1, y1) int64, predicted IoU and stability score float32, prompt point (x, y) float64 and
-    crop box int64."""
+    """The generator's ``MaskData``: N masks as COCO RLEs of the image (pycocotools'), and per
+    mask its area and box (x0, y0, x1, y1) int64, predicted IoU and stability score float32,
+    prompt point (x, y) float64 and crop box int64."""
 
     rles: list[dict[str, Any]]
+    areas: np.ndarray
     boxes: np.ndarray
     iou_preds: np.ndarray
     stability: np.ndarray
@@ -70,17 +73,17 @@ class _Masks:
     def take(self, keep: np.ndarray) -> _Masks:
         """The masks at ``keep`` (indices, in their order, or a bool mask)."""
         index = np.flatnonzero(keep) if keep.dtype == bool else keep
-        return _Masks([self.rles[i] for i in index], self.boxes[index], self.iou_preds[index],
+        return _Masks([self.rles[i] for i in index], self.areas[index], self.boxes[index], self.iou_preds[index],
                       self.stability[index], self.points[index], self.crop_boxes[index])
 
     @staticmethod
     def concat(parts: list[_Masks]) -> _Masks:
         if not parts:
-            return _Masks([], np.zeros((0, 4), np.int64), np.zeros(0, np.float32), np.zeros(0, np.float32),
-                          np.zeros((0, 2)), np.zeros((0, 4), np.int64))
+            return _Masks([], np.zeros(0, np.int64), np.zeros((0, 4), np.int64), np.zeros(0, np.float32),
+                          np.zeros(0, np.float32), np.zeros((0, 2)), np.zeros((0, 4), np.int64))
         return _Masks([rle for part in parts for rle in part.rles],
                       *(np.concatenate([getattr(p, name) for p in parts])
-                        for name in ("boxes", "iou_preds", "stability", "points", "crop_boxes")))
+                        for name in ("areas", "boxes", "iou_preds", "stability", "points", "crop_boxes")))
 
 
 class MaskGenerator:
@@ -108,11 +111,11 @@ class MaskGenerator:
         if p.min_mask_region_area > 0:
             data = _without_small_regions(data, p.min_mask_region_area, max(p.box_nms_thresh, p.crop_nms_thresh))
         return [
-            Instance(rle=rle, bbox=amg.xyxy_to_xywh(box), area=amg.area_of_rle(rle), predicted_iou=float(iou),
+            Instance(rle=rle, bbox=amg.xyxy_to_xywh(box), area=int(area), predicted_iou=float(iou),
                      stability_score=float(stability), point_coords=[[float(x), float(y)]],
                      crop_box=amg.xyxy_to_xywh(crop_box))
-            for rle, box, iou, stability, (x, y), crop_box in zip(data.rles, data.boxes, data.iou_preds, data.stability,
-                                                                   data.points, data.crop_boxes)
+            for rle, area, box, iou, stability, (x, y), crop_box in zip(data.rles, data.areas, data.boxes, data.iou_preds,
+                                                                         data.stability, data.points, data.crop_boxes)
         ]
 
     def _process_crop(self, image: np.ndarray, embedding: ImageEmbedding, embed_crop: EmbedCrop,
@@ -156,8 +159,9 @@ class MaskGenerator:
         orig_h, orig_w = orig_size
         keep = ~amg.box_near_crop_edge(boxes, crop_box, [0, 0, orig_w, orig_h])
         masks, boxes, stability, iou_preds, points = masks[keep], boxes[keep], stability[keep], iou_preds[keep], points[keep]
-        rles = amg.encode_rle(amg.uncrop_masks(masks, crop_box, orig_h, orig_w))
-        return _Masks(rles, boxes, iou_preds, stability, points, np.zeros((len(rles), 4), np.int64))
+        rles = encode_rle(amg.uncrop_masks(masks, crop_box, orig_h, orig_w))
+        areas = np.count_nonzero(masks, axis=(1, 2)).astype(np.int64)
+        return _Masks(rles, areas, boxes, iou_preds, stability, points, np.zeros((len(rles), 4), np.int64))
 
 
 def _without_small_regions(data: _Masks, min_area: int, nms_thresh: float) -> _Masks:
@@ -166,16 +170,16 @@ def _without_small_regions(data: _Masks, min_area: int, nms_thresh: float) -> _M
     (the original stacks them all at full size)."""
     if not data.rles:
         return data
-    rles, boxes, scores = list(data.rles), data.boxes.copy(), np.zeros(len(data.rles), np.float32)
-    new_boxes = np.zeros_like(boxes)
+    rles, areas, boxes = list(data.rles), data.areas.copy(), data.boxes.copy()
+    scores, new_boxes = np.zeros(len(rles), np.float32), np.zeros_like(boxes)
     for i, rle in enumerate(data.rles):
-        mask, filled = amg.remove_small_regions(amg.decode_rle(rle), min_area, "holes")
+        mask, filled = amg.remove_small_regions(decode_rle(rle), min_area, "holes")
         mask, dropped = amg.remove_small_regions(mask, min_area, "islands")
         scores[i] = float(not (filled or dropped))
         new_boxes[i] = amg.masks_to_boxes(mask[None])[0]
         if filled or dropped:
-            rles[i] = amg.encode_rle(mask[None])[0]
+            rles[i], areas[i] = encode_rle(mask[None])[0], np.count_nonzero(mask)
     keep = amg.nms(new_boxes, scores, nms_thresh)
     changed = scores == 0.0
     boxes[changed] = new_boxes[changed]  # the unchanged keep theirs (equal, as the masks are)
-    return replace(data, rles=rles, boxes=boxes).take(keep)
+    return replace(data, rles=rles, areas=areas, boxes=boxes).take(keep)

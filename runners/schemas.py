@@ -127,6 +127,17 @@ class EverythingRequest(ImageRequest):
     min_mask_region_area: int = Field(0, ge=0)
     output: OutputFormat = "rle"
 
+    @model_validator(mode="after")
+    def _every_crop_layer_has_points(self) -> "EverythingRequest":
+        deepest = int(self.points_per_side / self.crop_n_points_downscale_factor**self.crop_n_layers)
+        if deepest < 1:  # the generator would divide by zero building that layer's grid
+            raise ValueError(
+                f"crop layer {self.crop_n_layers} would get points_per_side {self.points_per_side} / "
+                f"{self.crop_n_points_downscale_factor}**{self.crop_n_layers} < 1 points per side; raise points_per_side "
+                "or lower crop_n_layers or crop_n_points_downscale_factor"
+            )
+        return self
+
     def generator_kwargs(self) -> dict[str, Any]:
         return self.model_dump(exclude={"image", "image_id", "image_url", "output"})
 

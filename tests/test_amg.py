@@ -23,16 +23,10 @@ def random_masks(seed: int, n: int = 12, h: int = 37, w: int = 53) -> np.ndarray
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_boxes_and_rles_are_segment_anythings(seed):
+def test_boxes_are_segment_anythings(seed):
     masks = random_masks(seed)
-    expected_boxes = sam_amg.batched_mask_to_box(torch.as_tensor(masks)).numpy()
-    np.testing.assert_array_equal(amg.masks_to_boxes(masks), expected_boxes)
-    rles = amg.encode_rle(masks)
-    assert rles == sam_amg.mask_to_rle_pytorch(torch.as_tensor(masks))
-    for mask, rle in zip(masks, rles):
-        np.testing.assert_array_equal(amg.decode_rle(rle), sam_amg.rle_to_mask(rle))
-        np.testing.assert_array_equal(amg.decode_rle(rle), mask)
-        assert amg.area_of_rle(rle) == sam_amg.area_from_rle(rle) == mask.sum()
+    expected = sam_amg.batched_mask_to_box(torch.as_tensor(masks)).numpy()
+    np.testing.assert_array_equal(amg.masks_to_boxes(masks), expected)
     assert amg.masks_to_boxes(masks[:0]).shape == (0, 4)
 
 

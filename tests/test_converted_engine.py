@@ -140,6 +140,7 @@ from runners.pipeline import Pipeline
 from runners.settings import Settings
 from runners.engine_types import Prompts
 from runners.mask_generator import GeneratorParams, MaskGenerator
+from runners.schemas import EverythingRequest
 settings = Settings.from_env({"SEGANY_MODEL": "tiny", "SEGANY_CHECKPOINT": sys.argv[1], "SEGANY_CACHE_DIR": sys.argv[2], "SEGANY_DEVICE": "cpu"})
 pipeline = Pipeline(settings)
 pipeline.load()
@@ -147,8 +148,9 @@ engine = pipeline.engine
 image = np.random.default_rng(0).integers(0, 255, (300, 400, 3), np.uint8)
 embedding = engine.embed([engine.prepare(image)])[0]
 masks = engine.predict(embedding, Prompts(points=np.array([[200.0, 150.0]]), labels=np.array([1]))).masks
-params = GeneratorParams(points_per_side=2, crop_n_layers=1, pred_iou_thresh=0, stability_score_thresh=0,
-                         box_nms_thresh=1, crop_nms_thresh=1, min_mask_region_area=50)
+request = EverythingRequest(image_id="x", points_per_side=2, crop_n_layers=1, pred_iou_thresh=0, stability_score_thresh=0,
+                            box_nms_thresh=1, crop_nms_thresh=1, min_mask_region_area=50)
+params = GeneratorParams(**request.generator_kwargs())
 instances = MaskGenerator(engine, params).generate(image, embedding, lambda crop: engine.embed([engine.prepare(crop)])[0])
 loaded = [name for name in ("torch", "torchvision", "segment_anything") if name in sys.modules]
 print(json.dumps({"engine": type(engine).__name__, "masks": list(masks.shape), "instances": len(instances) > 0,

@@ -60,6 +60,8 @@ JSON_CASES = {
     "localhost name": ("/embed", {"image_url": "http://localhost:1/x.jpg"}, 403, "url_not_allowed", "SEGANY_URL_ALLOW_HOSTS", "image_url"),
     "everything grid too big": ("/segment_everything", {"image": DOG, "points_per_side": 17}, 400, "invalid_prompt", "SEGANY_MAX_POINTS_PER_SIDE", "points_per_side"),
     "everything bad nms": ("/segment_everything", {"image": DOG, "box_nms_thresh": 3}, 400, "invalid_request", "box_nms_thresh", "box_nms_thresh"),
+    "everything crop layer without points": ("/segment_everything", {"image": DOG, "points_per_side": 2, "crop_n_layers": 2,
+                                             "crop_n_points_downscale_factor": 2}, 400, "invalid_request", "crop layer 2", None),
 }
 
 

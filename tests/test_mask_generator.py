@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 from segment_anything import SamAutomaticMaskGenerator, SamPredictor
 
-from runners.amg import decode_rle
 from runners.engine_types import ImageEmbedding
 from runners.mask_generator import GeneratorParams, MaskGenerator
+from runners.outputs import decode_rle, uncompressed_rle_to_coco
+from runners.schemas import EverythingRequest
 from tests.photos import small_photo_rgb
 
 OPEN = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 1.0}
@@ -35,7 +36,8 @@ def run_both(reference_model, engine, name: str, params: dict) -> tuple[list, li
         return ImageEmbedding(predictor.features.numpy().copy(), predictor.original_size, predictor.input_size)
 
     full = embed(rgb)
-    ours = MaskGenerator(engine, GeneratorParams(**params)).generate(rgb, full, embed)
+    request = EverythingRequest(image_id="x", **params)  # the server's defaults and checks
+    ours = MaskGenerator(engine, GeneratorParams(**request.generator_kwargs())).generate(rgb, full, embed)
     assert len(crops) == 1 + sum(4**layer for layer in range(1, params.get("crop_n_layers", 0) + 1))
     return ours, reference
 
@@ -47,12 +49,13 @@ def assert_same_instances(ours: list, reference: list[dict]) -> None:
         assert mine.point_coords == theirs["point_coords"] and mine.crop_box == theirs["crop_box"]
         assert abs(mine.predicted_iou - theirs["predicted_iou"]) <= 1e-5
         assert abs(mine.stability_score - theirs["stability_score"]) <= 1e-4
-        if mine.rle == theirs["segmentation"]:
+        if mine.rle == uncompressed_rle_to_coco(theirs["segmentation"]):
             identical += 1
             assert mine.bbox == theirs["bbox"] and mine.area == theirs["area"]
         else:
             flipped = (decode_rle(mine.rle) != decode_rle(theirs["segmentation"])).sum()
             assert flipped <= MAX_FLIPPED * np.prod(mine.rle["size"]), flipped
+            assert abs(mine.area - theirs["area"]) <= flipped
             np.testing.assert_allclose(mine.bbox, theirs["bbox"], atol=1)
     assert identical >= 0.9 * len(ours)
 
