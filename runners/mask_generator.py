@@ -16,8 +16,9 @@ What changes changes no result (runners/everything.py does the same in torch): b
 filtered by predicted IoU before upsampling, only survivors are upsampled, a few at a time; the
 decoder runs ``ConvertedEngine.POINTS_PER_FORWARD`` points per forward. One difference in order
 only: torchvision's ``batched_nms`` re-sorts its result with an unstable sort when it is given
-more than 1000 boxes, so where the cross-crop NMS or the small-region cleanup gets that many,
-instances with equal scores may come in another order there (the same instances); here ties
+more than 1000 boxes, so where an NMS gets that many, instances with equal scores may come in
+another order there (the same instances): likely in the cross-crop NMS (its scores are equal
+within a crop) and the small-region cleanup (scores 0 or 1), rare among predicted IoUs. Here ties
 always keep the generator's order. tests/test_mask_generator.py holds the results to the
 generator's on the same weights.
 """
