@@ -46,21 +46,25 @@ class ServerProcess:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log_tail()}")
             try:
                 if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
             time.sleep(0.3)
-        raise TimeoutError(f"server not ready after {timeout_s} s:\n{self.log()}")
+        raise TimeoutError(f"server not ready after {timeout_s} s:\n{self.log_tail()}")
 
     def wait_exit(self, timeout_s: float = 120) -> int:
         assert self.process is not None
         return self.process.wait(timeout=timeout_s)
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-6000:]
+        """The whole log: a start-up line must not scroll out behind request lines."""
+        return self.log_path.read_text(errors="replace")
+
+    def log_tail(self) -> str:
+        return self.log()[-6000:]
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -42,6 +42,7 @@ from segment_anything.utils.amg import (
 
 from .engine_types import ImageEmbedding, Instance
 from .sam import SamEngine
+from .upsample import masks_at_once
 
 EmbedCrop = Callable[[np.ndarray], ImageEmbedding]
 
@@ -80,7 +81,6 @@ class _CachedImagePredictor(SamPredictor):
 class _FilterFirstGenerator(SamAutomaticMaskGenerator):
     """SamAutomaticMaskGenerator whose batches are filtered before upsampling."""
 
-    UPSAMPLE_CHUNK = 16  # full-size float masks alive at once (16 x 2 MP x 4 B = 128 MB)
     CPU_DECODER_POINTS = 4  # points per decoder forward on CPU (see the module docstring)
 
     def _process_batch(self, points: np.ndarray, im_size: tuple[int, ...], crop_box: list[int],
@@ -99,8 +99,9 @@ class _FilterFirstGenerator(SamAutomaticMaskGenerator):
             data.filter(data["iou_preds"] > self.pred_iou_thresh)
         kept = MaskData()
         # at least one (maybe empty) chunk: a batch with no survivors still yields every key
-        for start in range(0, max(1, len(data["iou_preds"])), self.UPSAMPLE_CHUNK):
-            part = slice(start, start + self.UPSAMPLE_CHUNK)
+        step = masks_at_once(*predictor.original_size)  # full-size float masks alive at once
+        for start in range(0, max(1, len(data["iou_preds"])), step):
+            part = slice(start, start + step)
             chunk = MaskData(iou_preds=data["iou_preds"][part], points=data["points"][part])
             chunk["masks"] = model.postprocess_masks(data["low_res"][part][:, None], predictor.input_size, predictor.original_size)[:, 0]
             kept.cat(self._finish(chunk, crop_box, orig_h, orig_w))

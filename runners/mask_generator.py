@@ -34,9 +34,9 @@ from . import amg
 from .converted_engine import ConvertedEngine
 from .engine_types import ImageEmbedding, Instance
 from .outputs import decode_rle, encode_rle
+from .upsample import masks_at_once
 
 EmbedCrop = Callable[[np.ndarray], ImageEmbedding]
-UPSAMPLE_CHUNK = 16  # full-size masks upsampled at once (16 x 2 MP x 4 B of logits = 128 MB)
 
 
 @dataclass(frozen=True)
@@ -143,9 +143,10 @@ class MaskGenerator:
         if p.pred_iou_thresh > 0.0:
             keep = iou_preds > np.float32(p.pred_iou_thresh)
             low_res, iou_preds, points = low_res[keep], iou_preds[keep], points[keep]
-        return _Masks.concat([self._finish(embedding, low_res[i:i + UPSAMPLE_CHUNK], iou_preds[i:i + UPSAMPLE_CHUNK],
-                                           points[i:i + UPSAMPLE_CHUNK], crop_box, orig_size)
-                              for i in range(0, len(iou_preds), UPSAMPLE_CHUNK)])
+        step = masks_at_once(*embedding.original_size)
+        return _Masks.concat([self._finish(embedding, low_res[i:i + step], iou_preds[i:i + step], points[i:i + step],
+                                           crop_box, orig_size)
+                              for i in range(0, len(iou_preds), step)])
 
     def _finish(self, embedding: ImageEmbedding, low_res: np.ndarray, iou_preds: np.ndarray, points: np.ndarray,
                 crop_box: list[int], orig_size: tuple[int, int]) -> _Masks:

@@ -85,6 +85,16 @@ def build_upsampler(scored: bool = False) -> Any:
 
 
 _FRAME = source_weights(LOW_RES, 4 * LOW_RES)  # the first step's table, cropped per image
+LOGITS_AT_ONCE_BYTES = 128 * 2**20  # segment-everything's full-size float32 logits upsampled at once
+
+
+def masks_at_once(height: int, width: int) -> int:
+    """How many masks of an (H, W) image segment-everything upsamples at once: 16 for a 2 MP
+    photo, fewer for larger ones, down to 1 (a 64 MP image, SEGANY_MAX_IMAGE_PIXELS' default cap,
+    has 256 MB of logits per mask). Each mask is upsampled on its own, so results do not depend
+    on it; memory does: the graph's intermediates are a few times the logits."""
+    return max(1, min(16, LOGITS_AT_ONCE_BYTES // (4 * height * width)))
+
 
 
 def _tables(input_size: tuple[int, int], original_size: tuple[int, int]) -> list[np.ndarray]:

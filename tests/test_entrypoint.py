@@ -160,7 +160,7 @@ def test_one_process_serves_unless_the_supervisor_is_asked_for(cloud_run):
     bentoml serve (a supervisor with a worker child). Both serve the same masks and metrics."""
     one, supervised = cloud_run(), cloud_run(SEGANY_SUPERVISOR="on")
     for server in (one, supervised):  # early lines (the prestart's) must not leave later ones nameless
-        assert "[entry_service:segment_anything:1] model tiny ready" in server.log(), server.log()
+        assert "[entry_service:segment_anything:1] model tiny ready" in server.log(), server.log_tail()
     assert psutil.Process(one.process.pid).children() == []
     assert [p.cmdline()[2] for p in psutil.Process(supervised.process.pid).children()] == ["_bentoml_impl.worker.service"]
     bodies = [contract_checks.check_segment(server.url) for server in (one, supervised)]

@@ -101,3 +101,22 @@ def test_a_stability_threshold_between_the_scores(reference_model, converted_eng
 def test_thresholds_that_keep_nothing_give_nothing(reference_model, converted_engine):
     ours, reference = run_both(reference_model, converted_engine, "dog", {"points_per_side": 4})
     assert ours == reference == []
+
+
+def test_upsampling_a_few_masks_at_a_time_changes_nothing(reference_model, converted_engine, monkeypatch):
+    """Large images upsample fewer masks at once (runners.upsample.masks_at_once); here 3 of the
+    small photo's, so that batches end mid-chunk."""
+    from runners import upsample
+
+    monkeypatch.setattr(upsample, "LOGITS_AT_ONCE_BYTES", 3 * 4 * 267 * 400)
+    assert upsample.masks_at_once(267, 400) == 3
+    ours, reference = run_both(reference_model, converted_engine, "dog", {"points_per_side": 4, **OPEN})
+    assert len(reference) == 48
+    assert_same_instances(ours, reference)
+
+
+@pytest.mark.parametrize("size, expected", [((1080, 1920), 16), ((1200, 1800), 15), ((3000, 4000), 2), ((8000, 8000), 1), ((1, 1), 16)])
+def test_masks_at_once_holds_the_logits_near_128_mb(size, expected):
+    from runners.upsample import masks_at_once
+
+    assert masks_at_once(*size) == expected
