@@ -94,6 +94,21 @@ class ServerProcess:
         return peaks
 
 
+def libraries_mapped(pid: int, prefix: str) -> set[str]:
+    """Shared objects named ``prefix*`` mapped by process ``pid`` or any of its descendants."""
+    import psutil
+
+    root = psutil.Process(pid)
+    found = set()
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            maps = Path(f"/proc/{proc.pid}/maps").read_text()
+        except OSError:  # it ended
+            continue
+        found |= {name for line in maps.splitlines() if (name := line.rsplit("/", 1)[-1]).startswith(prefix)}
+    return found
+
+
 def entrypoint_process(env: dict[str, str], log_path: Path) -> ServerProcess:
     """The server as the image starts it on Cloud Run (``segany entrypoint``, ``PORT``), on a free port."""
     port = free_port()

@@ -4,8 +4,8 @@
 torchvision's; the torch-free engine's segment-everything (runners/mask_generator.py) needs
 them without either. Each function here is the one named in its docstring, computed in the same
 dtypes in the same order, so that results are equal, not close; tests/test_amg.py holds each to
-the original on random and real masks. RLEs are pycocotools' (runners/outputs.py), as the
-responses carry them.
+the original on random and real masks. RLEs, boxes from masks (``batched_mask_to_box``) and
+areas are runners/outputs.py's, which the responses use too.
 """
 
 from __future__ import annotations
@@ -45,23 +45,6 @@ def generate_crop_boxes(im_size: tuple[int, int], n_layers: int, overlap_ratio: 
             boxes.append([x0, y0, min(x0 + crop_w, im_w), min(y0 + crop_h, im_h)])
             layers.append(layer + 1)
     return boxes, layers
-
-
-def masks_to_boxes(masks: np.ndarray) -> np.ndarray:
-    """``batched_mask_to_box``: (N, H, W) bool -> (N, 4) int64 (x0, y0, x1, y1), inclusive pixel
-    edges; [0, 0, 0, 0] for an empty mask."""
-    n, h, w = masks.shape
-    boxes = np.zeros((n, 4), np.int64)
-    if masks.size == 0:
-        return boxes
-    rows, cols = masks.any(axis=2), masks.any(axis=1)
-    filled = rows.any(axis=1)
-    boxes[:, 0] = cols.argmax(axis=1)
-    boxes[:, 1] = rows.argmax(axis=1)
-    boxes[:, 2] = w - 1 - cols[:, ::-1].argmax(axis=1)
-    boxes[:, 3] = h - 1 - rows[:, ::-1].argmax(axis=1)
-    boxes[~filled] = 0
-    return boxes
 
 
 def box_near_crop_edge(boxes: np.ndarray, crop_box: list[int], orig_box: list[int], atol: float = 20.0) -> np.ndarray:

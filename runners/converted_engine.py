@@ -36,16 +36,17 @@ def preprocess_shape(height: int, width: int, long_side: int = IMAGE_SIZE) -> tu
     return int(height * scale + 0.5), int(width * scale + 0.5)
 
 
-def scale_coords(coords: np.ndarray, original_size: tuple[int, int], dtype: type) -> np.ndarray:
+def scale_coords(coords: np.ndarray, original_size: tuple[int, int], dtype: type, cast: bool = True) -> np.ndarray:
     """(..., 2) (x, y) pixel coordinates of the original image -> the encoder's input frame, as
     ``ResizeLongestSide.apply_coords`` (``dtype`` float64, then cast to float32 as SamPredictor
-    does) or ``apply_coords_torch`` (float32 throughout: the batched-boxes path) computes them."""
+    does) or ``apply_coords_torch`` (float32 throughout: the batched-boxes path) computes them.
+    ``cast=False`` leaves them in ``dtype`` (the automatic mask generator's float64 path)."""
     height, width = original_size
     new_h, new_w = preprocess_shape(height, width)
     coords = np.array(coords, dtype=dtype)
     coords[..., 0] = coords[..., 0] * dtype(new_w / width)
     coords[..., 1] = coords[..., 1] * dtype(new_h / height)
-    return coords.astype(np.float32)
+    return coords.astype(np.float32) if cast else coords
 
 
 def prompt_inputs(prompts: Prompts, original_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -138,9 +139,7 @@ class ConvertedEngine:
         encoder) until ``forward_with_coords`` casts them; the graph adds its 0.5 in float32, so
         it is handed ``float32(x + 0.5) - 0.5``, exact in float32 (0.5 is a multiple of the
         spacing of floats below 2**23), which gives back float32(x + 0.5) exactly."""
-        height, width = embedding.original_size
-        new_h, new_w = preprocess_shape(height, width)
-        scaled = np.array(points, np.float64) * np.array([new_w / width, new_h / height])
+        scaled = scale_coords(points, embedding.original_size, np.float64, cast=False)
         shifted = (scaled + 0.5).astype(np.float32) - np.float32(0.5)
         coords = np.stack([shifted, np.zeros_like(shifted)], axis=1)  # and SAM's padding point
         labels = np.tile(np.array([[FOREGROUND, PADDING]], np.int32), (len(points), 1))

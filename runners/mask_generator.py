@@ -33,7 +33,7 @@ import numpy as np
 from . import amg
 from .converted_engine import ConvertedEngine
 from .engine_types import ImageEmbedding, Instance
-from .outputs import decode_rle, encode_rle
+from .outputs import decode_rle, encode_rle, mask_areas, masks_to_boxes_xyxy
 from .upsample import masks_at_once
 
 EmbedCrop = Callable[[np.ndarray], ImageEmbedding]
@@ -88,8 +88,8 @@ class _Masks:
 
 
 class MaskGenerator:
-    """``SamAutomaticMaskGenerator(model, output_mode="uncompressed_rle", **params)`` on a
-    ConvertedEngine; ``generate`` takes the image's embedding as given."""
+    """``SamAutomaticMaskGenerator(model, output_mode="coco_rle", **params)`` on a ConvertedEngine;
+    ``generate`` takes the image's embedding as given."""
 
     def __init__(self, engine: ConvertedEngine, params: GeneratorParams) -> None:
         self.engine = engine
@@ -157,12 +157,12 @@ class MaskGenerator:
         if p.stability_score_thresh > 0.0:
             keep = stability >= np.float32(p.stability_score_thresh)
             masks, stability, iou_preds, points = masks[keep], stability[keep], iou_preds[keep], points[keep]
-        boxes = amg.masks_to_boxes(masks)
+        boxes = masks_to_boxes_xyxy(masks)
         orig_h, orig_w = orig_size
         keep = ~amg.box_near_crop_edge(boxes, crop_box, [0, 0, orig_w, orig_h])
         masks, boxes, stability, iou_preds, points = masks[keep], boxes[keep], stability[keep], iou_preds[keep], points[keep]
         rles = encode_rle(amg.uncrop_masks(masks, crop_box, orig_h, orig_w))
-        areas = np.count_nonzero(masks, axis=(1, 2)).astype(np.int64)
+        areas = np.array(mask_areas(masks), np.int64)
         return _Masks(rles, areas, boxes, iou_preds, stability, points, np.zeros((len(rles), 4), np.int64))
 
 
@@ -178,9 +178,9 @@ def _without_small_regions(data: _Masks, min_area: int, nms_thresh: float) -> _M
         mask, filled = amg.remove_small_regions(decode_rle(rle), min_area, "holes")
         mask, dropped = amg.remove_small_regions(mask, min_area, "islands")
         scores[i] = float(not (filled or dropped))
-        new_boxes[i] = amg.masks_to_boxes(mask[None])[0]
+        new_boxes[i] = masks_to_boxes_xyxy(mask[None])[0]
         if filled or dropped:
-            rles[i], areas[i] = encode_rle(mask[None])[0], np.count_nonzero(mask)
+            rles[i], areas[i] = encode_rle(mask[None])[0], mask_areas(mask[None])[0]
     keep = amg.nms(new_boxes, scores, nms_thresh)
     changed = scores == 0.0
     boxes[changed] = new_boxes[changed]  # the unchanged keep theirs (equal, as the masks are)

@@ -150,14 +150,10 @@ def mask_to_polygons(mask: np.ndarray) -> list[dict[str, Any]]:
     return regions
 
 
-def masks_to_bboxes_xywh(masks: np.ndarray) -> np.ndarray:
-    """Tight boxes ``[x, y, w, h]`` of ``(N, H, W)`` masks as an ``(N, 4)`` int64 array.
-
-    ``x, y`` is the top-left foreground pixel; ``w = x_max - x_min`` and ``h = y_max - y_min``
-    (inclusive pixel indices), matching segment_anything's ``box_xyxy_to_xywh(batched_mask_to_box(...))``
-    and so the ``bbox`` of its automatic mask generator. Note pycocotools' ``toBbox`` is one
-    larger in ``w`` and ``h``. An empty mask gives ``[0, 0, 0, 0]``.
-    """
+def masks_to_boxes_xyxy(masks: np.ndarray) -> np.ndarray:
+    """Tight boxes ``[x0, y0, x1, y1]`` (inclusive pixel indices) of ``(N, H, W)`` masks as an
+    ``(N, 4)`` int64 array: segment_anything's ``batched_mask_to_box``. An empty mask gives
+    ``[0, 0, 0, 0]``."""
     arr = _as_masks(masks)
     n, h, w = arr.shape
     rows = arr.any(axis=2)  # (N, H)
@@ -166,8 +162,21 @@ def masks_to_bboxes_xywh(masks: np.ndarray) -> np.ndarray:
     y1 = h - 1 - rows[:, ::-1].argmax(axis=1)
     x0 = cols.argmax(axis=1)
     x1 = w - 1 - cols[:, ::-1].argmax(axis=1)
-    boxes = np.stack([x0, y0, x1 - x0, y1 - y0], axis=1).astype(np.int64).reshape(n, 4)
+    boxes = np.stack([x0, y0, x1, y1], axis=1).astype(np.int64).reshape(n, 4)
     boxes[~rows.any(axis=1)] = 0
+    return boxes
+
+
+def masks_to_bboxes_xywh(masks: np.ndarray) -> np.ndarray:
+    """Tight boxes ``[x, y, w, h]`` of ``(N, H, W)`` masks as an ``(N, 4)`` int64 array.
+
+    ``x, y`` is the top-left foreground pixel; ``w = x_max - x_min`` and ``h = y_max - y_min``
+    (inclusive pixel indices), matching segment_anything's ``box_xyxy_to_xywh(batched_mask_to_box(...))``
+    and so the ``bbox`` of its automatic mask generator. Note pycocotools' ``toBbox`` is one
+    larger in ``w`` and ``h``. An empty mask gives ``[0, 0, 0, 0]``.
+    """
+    boxes = masks_to_boxes_xyxy(masks)
+    boxes[:, 2:] -= boxes[:, :2]
     return boxes
 
 

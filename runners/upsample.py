@@ -96,7 +96,6 @@ def masks_at_once(height: int, width: int) -> int:
     return max(1, min(16, LOGITS_AT_ONCE_BYTES // (4 * height * width)))
 
 
-
 def _tables(input_size: tuple[int, int], original_size: tuple[int, int]) -> list[np.ndarray]:
     (h, w), (height, width) = input_size, original_size
     crop = [table[:, :size].copy() for size in (h, w) for table in _FRAME]

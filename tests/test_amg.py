@@ -9,6 +9,7 @@ import torchvision
 from segment_anything.utils import amg as sam_amg
 
 from runners import amg
+from runners.outputs import masks_to_boxes_xyxy
 from tests.photos import small_photo_rgb
 
 
@@ -26,8 +27,8 @@ def random_masks(seed: int, n: int = 12, h: int = 37, w: int = 53) -> np.ndarray
 def test_boxes_are_segment_anythings(seed):
     masks = random_masks(seed)
     expected = sam_amg.batched_mask_to_box(torch.as_tensor(masks)).numpy()
-    np.testing.assert_array_equal(amg.masks_to_boxes(masks), expected)
-    assert amg.masks_to_boxes(masks[:0]).shape == (0, 4)
+    np.testing.assert_array_equal(masks_to_boxes_xyxy(masks), expected)
+    assert masks_to_boxes_xyxy(masks[:0]).shape == (0, 4)
 
 
 def test_nms_is_torchvisions_with_ties_and_empty_boxes():
@@ -61,7 +62,7 @@ def test_crop_boxes_and_point_grids_are_segment_anythings(size, layers, overlap)
 
 def test_the_crop_edge_filter_and_uncropping_are_segment_anythings():
     masks = random_masks(4, n=8, h=60, w=90)
-    boxes = amg.masks_to_boxes(masks)
+    boxes = masks_to_boxes_xyxy(masks)
     for crop_box in ([0, 0, 90, 60], [30, 20, 120, 80], [0, 40, 90, 100]):
         orig = [0, 0, 120, 100]
         expected = sam_amg.is_box_near_crop_edge(torch.as_tensor(boxes), crop_box, orig).numpy()

@@ -31,7 +31,7 @@ from typing import Iterator
 import httpx
 import pytest
 
-from bench.server import free_port
+from bench.server import free_port, libraries_mapped
 from tests import contract_checks as checks
 
 pytestmark = pytest.mark.oci
@@ -145,20 +145,6 @@ class Container:
     def text(self) -> str:
         return self.log.read_text(errors="replace")
 
-    def libraries_mapped(self, prefix: str) -> set[str]:
-        """Shared objects named ``prefix*`` mapped by any process of the container."""
-        found, pids = set(), [self.pid1()]
-        while pids:
-            pid = pids.pop()
-            try:
-                maps = Path(f"/proc/{pid}/maps").read_text()
-                pids += [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
-                         for child in (task / "children").read_text().split()]
-            except OSError:  # the process ended
-                continue
-            found |= {name for line in maps.splitlines() if (name := line.rsplit("/", 1)[-1]).startswith(prefix)}
-        return found
-
 
 def _wait_ready(url: str, container: Container, path: str, timeout_s: float = 300) -> None:
     deadline = time.monotonic() + timeout_s
@@ -252,7 +238,7 @@ def test_sagemaker_contract(image: BuiltImage, tmp_path: Path, port_source: str)
         assert "openvino encoder" in container.text() and "converting" not in container.text()  # the baked IR
         assert "no torch)" in container.text()  # the torch-free engine (runners/converted_engine.py)
         # ... which served those segment-everything requests too (runners/mask_generator.py)
-        assert container.libraries_mapped("libopenvino") and not container.libraries_mapped("libtorch")
+        assert libraries_mapped(container.pid1(), "libopenvino") and not libraries_mapped(container.pid1(), "libtorch")
         assert container.terminate() == 0, container.text()[-4000:]
     finally:
         container.kill()

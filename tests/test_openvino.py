@@ -12,7 +12,7 @@ import pytest
 import torch
 from segment_anything import SamAutomaticMaskGenerator, SamPredictor
 
-from bench.server import ServerProcess
+from bench.server import ServerProcess, libraries_mapped
 from runners.converted import ConvertedEncoder, compile_decoder, converted_encoder
 from runners.decoders import OpenVINOMaskDecoder
 from runners.encoders import OpenVINOEncoder, TorchEncoder
@@ -173,20 +173,6 @@ def test_default_path_masks_match_eager_fp32(openvino_server, reference_model, n
             np.testing.assert_allclose(result_scores(body["results"][0]), scores, atol=1e-3)
 
 
-def torch_libraries_mapped(server: ServerProcess) -> list[str]:
-    """The libtorch* shared objects mapped by any process of the server (supervisor and worker)."""
-    import psutil
-
-    root = psutil.Process(server.process.pid)
-    found = set()
-    for process in [root, *root.children(recursive=True)]:
-        for line in open(f"/proc/{process.pid}/maps"):
-            name = line.rsplit("/", 1)[-1].strip()
-            if name.startswith("libtorch"):
-                found.add(name)
-    return sorted(found)
-
-
 def test_the_default_server_never_loads_torch(openvino_server):
     """The default server serves prompts, embeddings and segment-everything (crops included) with
     no torch in any of its processes (runners/converted_engine.py, runners/mask_generator.py)."""
@@ -197,7 +183,7 @@ def test_the_default_server_never_loads_torch(openvino_server):
         ok(client.post("/segment", json={"image_id": embed["image_id"], "boxes": [[10, 10, 200, 200]]}))
         body = ok(client.post("/segment_everything", json={"image_id": embed["image_id"], "points_per_side": 2,
                                                             "crop_n_layers": 1, **OPEN}))
-    assert body["instances"] and torch_libraries_mapped(openvino_server) == []
+    assert body["instances"] and libraries_mapped(openvino_server.process.pid, "libtorch") == set()
 
 
 def test_default_path_segment_everything_matches_the_generator(openvino_server, reference_model):
