@@ -18,9 +18,10 @@ from PIL import Image
 logger = logging.getLogger("bench")
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
+# Overridable for a smoke run (results elsewhere) and for a machine without ../shared beside the checkout.
+RESULTS = Path(os.environ.get("SEGANY_BENCH_RESULTS", ROOT / "bench" / "results"))
 CACHE = Path(os.environ.get("SEGANY_BENCH_CACHE", ROOT / ".cache" / "bench"))
-PHOTOS = ROOT.parent / "shared" / "images"
+PHOTOS = Path(os.environ.get("SEGANY_BENCH_PHOTOS", ROOT.parent / "shared" / "images"))
 PHOTO_NAMES = ("truck", "dog", "groceries")
 
 
@@ -47,6 +48,16 @@ def conditions() -> dict[str, Any]:
         "torch": torch.__version__,
         "bentoml": bentoml.__version__,
     }
+
+
+# A point and a box on the truck photo: each path's embedding is decoded with them by SAM's fp32
+# decoder and the masks compared with eager fp32's (the encoder and GPU suites).
+TRUCK_PROMPTS = {"point": dict(point_coords=np.array([[500, 375]]), point_labels=np.array([1]), multimask_output=False),
+                 "box": dict(box=np.array([425, 600, 700, 875]), multimask_output=False)}
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.logical_and(a, b).sum() / max(1, np.logical_or(a, b).sum()))
 
 
 def random_checkpoint(model_type: str) -> Path:

@@ -33,12 +33,14 @@ import torch
 from bench.common import (
     CACHE,
     RESULTS,
+    TRUCK_PROMPTS,
     bench_env,
     calibration_folder,
     conditions,
     distinct_images,
     embed_npy,
     logger,
+    mask_iou as iou_of,
     photo_bytes,
     photo_rgb,
     random_checkpoint,
@@ -49,14 +51,9 @@ from bench.peers import BareOpenVINOEncoder, OnnxRuntimeEncoder, samexporter_onn
 from bench.server import ServerProcess
 
 TRANSPORT = "the JPEG as the request body, the embedding as a .npy response (Accept: application/x-npy)"
-PROMPTS = {"point": dict(point_coords=np.array([[500, 375]]), point_labels=np.array([1]), multimask_output=False),
-           "box": dict(box=np.array([425, 600, 700, 875]), multimask_output=False)}
+PROMPTS = TRUCK_PROMPTS
 
 Run = Callable[[int], object]  # runs one path's encoder on image i
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.logical_and(a, b).sum() / max(1, np.logical_or(a, b).sum()))
 
 
 def _seconds(fn: Run, i: int) -> float:
@@ -129,7 +126,7 @@ def measure(model_type: str, n_images: int, only: tuple[str, ...] | None = None)
 
     def mask_iou(features: np.ndarray) -> dict[str, float]:
         predictor.features = torch.as_tensor(features).reshape(eager_features.shape)
-        result = {kind: _iou(predictor.predict(**prompt)[0], eager_masks[kind]) for kind, prompt in PROMPTS.items()}
+        result = {kind: iou_of(predictor.predict(**prompt)[0], eager_masks[kind]) for kind, prompt in PROMPTS.items()}
         predictor.features = eager_features
         return result
 

@@ -14,9 +14,8 @@ import base64
 import time
 
 import httpx
-import numpy as np
 
-from bench.common import CACHE, bench_env, logger, photo_bytes, photo_rgb, random_checkpoint, reference_sam, write_result
+from bench.common import CACHE, bench_env, logger, mask_iou, photo_bytes, photo_rgb, random_checkpoint, reference_sam, write_result
 from bench.server import ServerProcess
 
 REGIMES = {
@@ -25,14 +24,10 @@ REGIMES = {
 }
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.logical_and(a, b).sum() / max(1, np.logical_or(a, b).sum()))
-
-
 def _compare(ours: list[dict], theirs: list[dict]) -> dict:
     from pycocotools import mask as mask_utils
 
-    ious = [_iou(mask_utils.decode(a["segmentation"]), mask_utils.decode(b["segmentation"])) for a, b in zip(ours, theirs)]
+    ious = [mask_iou(mask_utils.decode(a["segmentation"]), mask_utils.decode(b["segmentation"])) for a, b in zip(ours, theirs)]
     return {"count_ours": len(ours), "count_theirs": len(theirs), "min_iou": min(ious, default=1.0)}
 
 

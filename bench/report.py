@@ -104,7 +104,7 @@ def _rows_batching(result: dict[str, Any]) -> Iterator[tuple[str, str, str, str]
         on, off = modes["on"][level], modes["off"][level]
         yield (f"`/embed` batching on vs off, concurrency {level} ({result['model']})",
                f"{on['images_per_s']:.3f} vs {off['images_per_s']:.3f} img/s, p95 {on['latency']['p95_s']:.1f} vs {off['latency']['p95_s']:.1f} s",
-               f"{on['images_per_s'] / off['images_per_s']:.2f}x", "")
+               f"{on['images_per_s'] / off['images_per_s']:.2f}x", ">= 2x" if result["device"] == "cuda" and level == "16" else "")
     yield (f"batch sizes formed, batching on ({result['model']})", str(modes["on"]["batch_sizes"]), "", "")
 
 
@@ -117,8 +117,33 @@ def _rows_everything(result: dict[str, Any]) -> Iterator[tuple[str, str, str, st
                    f"{f['speedup_full']:.2f}x ({f['speedup_cached']:.2f}x decoding)", ">= 1.5x")
 
 
+def _rows_gpu(result: dict[str, Any]) -> Iterator[tuple[str, str, str, str]]:
+    published = result["published_segment_anything_fast_a100_images_per_s"]
+    for model, figures in result["models"].items():
+        paths = figures["paths"]
+        ours = max(((name, size, b["images_per_s"]) for name in ("ours", "ours_compiled") for size, b in
+                    paths.get(name, {}).get("batches", {}).items() if "images_per_s" in b), key=lambda t: t[2], default=None)
+        if ours is None:
+            continue
+        name, size, rate = ours
+        for theirs, label in (("eager_fp32", "eager SAM fp32"), ("eager_bf16", "eager SAM bf16 autocast"),
+                              ("sam_fast", "segment-anything-fast (compiled)"), ("sam_fast_eager", "segment-anything-fast (eager)")):
+            rates = [(s, b["images_per_s"]) for s, b in paths.get(theirs, {}).get("batches", {}).items() if "images_per_s" in b]
+            if rates:
+                their_size, their_rate = max(rates, key=lambda t: t[1])
+                yield (f"encoder img/s on {result['device']}, {name} (batch {size}) vs {label} (batch {their_size}) ({model})",
+                       f"{rate:.1f} vs {their_rate:.1f}", f"{rate / their_rate:.2f}x", "")
+        if model in published:
+            low, high = published[model]
+            yield (f"encoder img/s on {result['device']} vs segment-anything-fast's published A100 figure ({model})",
+                   f"{rate:.1f} vs {low:g}-{high:g}", f"{rate / low:.2f}x", "")
+        iou = paths.get(name, {}).get("mask_iou_vs_eager_fp32", {})
+        if "point" in iou:
+            yield (f"mask IoU of {name} vs eager fp32 on the GPU ({model})", f"point {iou['point']:.4f}, box {iou['box']:.4f}", "", ">= 0.98")
+
+
 ROWS = {"serve": _rows_serve, "coldstart": _rows_coldstart, "encoder": _rows_encoder, "batching": _rows_batching,
-        "everything": _rows_everything}
+        "everything": _rows_everything, "gpu": _rows_gpu}
 
 
 def table() -> str:
@@ -140,6 +165,8 @@ def _isa(conditions: dict[str, Any]) -> str:
 
 
 def _machine(c: dict[str, Any]) -> str:
+    if c.get("cuda"):
+        return f"{c['cuda']}, torch {c['torch']}, {c['date']}"
     return f"{c['cores']} cores ({_isa(c)}), torch {c['torch']}, {c['date']}"
 
 

@@ -95,23 +95,25 @@ class Pipeline:
             logger.info("loading %s converted from %s (%s) on cpu, without torch", settings.model_type, checkpoint.path,
                         compiled.converted.xml.parent)
             name, backend, precision, decoder, device = settings.model_type or "", "openvino", early.precision, "openvino", "cpu"
+            attention = "exact"
         else:
             from .torch_loading import load_torch_engine  # imports torch
 
             loaded = load_torch_engine(settings, early)
             engine, checkpoint, name = loaded.engine, loaded.checkpoint, loaded.model_name
             backend, precision, decoder, device = loaded.backend, loaded.precision, loaded.decoder, engine.device.type
+            attention = engine.attention
         self.model_name = name
         self.stack_batches = settings.batch_stacking == "stack" or (settings.batch_stacking == "auto" and device == "cuda")
         digest = checkpoint.sha256[:12] if checkpoint.sha256 else "unverified"
-        self.cache = EmbeddingCache(settings.embedding_cache_bytes, f"{name}:{digest}:{backend}:{precision}")
+        self.cache = EmbeddingCache(settings.embedding_cache_bytes, f"{name}:{digest}:{backend}:{precision}:{attention}")
         warmup = settings.warmup if settings.warmup != "auto" else "decoder" if backend == "openvino" else "full"
         if warmup != "off":
             engine.warm_up(encoder=warmup == "full")
         self.engine = engine
         self._ready.set()
-        logger.info("model %s ready (%s, %s encoder, precision %s, %s decoder, %s warm-up, %s)", name, device, backend,
-                    precision, decoder, warmup, "no torch" if torch_free else "torch engine")
+        logger.info("model %s ready (%s, %s encoder, precision %s, %s attention, %s decoder, %s warm-up, %s)", name, device,
+                    backend, precision, attention, decoder, warmup, "no torch" if torch_free else "torch engine")
 
     def start_loading(self, early: Prestart | None = None) -> threading.Thread:
         """Load in a background thread; a failure ends the process with a non-zero status."""

@@ -52,6 +52,15 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
+def uses_sdpa(attention: str, device: torch.device, backend: str) -> bool:
+    """Whether the torch encoder's attention runs in ``scaled_dot_product_attention``
+    (runners/attention.py): ``SEGANY_ATTENTION`` sdpa, or auto on CUDA."""
+    if attention == "sdpa" and backend != "torch":
+        raise ConfigError("SEGANY_ATTENTION=sdpa is the torch encoder's (OpenVINO fuses attention itself): "
+                          "set SEGANY_ENCODER=torch as well, or leave SEGANY_ATTENTION=auto.")
+    return backend == "torch" and (attention == "sdpa" or (attention == "auto" and device.type == "cuda"))
+
+
 class SamEngine:
     """Thread-compatible runner over one loaded ``Sam`` model.
 
@@ -59,8 +68,9 @@ class SamEngine:
     called by one batching thread at a time.
     """
 
-    def __init__(self, model: Sam, device: torch.device, encoder: Encoder | None = None) -> None:
-        """``encoder`` runs the image encoder (default: the model's own, in torch)."""
+    def __init__(self, model: Sam, device: torch.device, encoder: Encoder | None = None, sdpa: bool = False) -> None:
+        """``encoder`` runs the image encoder (default: the model's own, in torch); ``sdpa``: its
+        attention in ``scaled_dot_product_attention`` (see :func:`uses_sdpa`)."""
         self.model = model
         self.device = device
         self.encoder = encoder or TorchEncoder(model.image_encoder, device, None)
@@ -72,7 +82,8 @@ class SamEngine:
         model.prompt_encoder.get_dense_pe = lambda: dense_pe
         # Global attention a few heads at a time, windowed blocks' linear layers on the real
         # tokens only: the same numbers with a fraction of the memory and less work.
-        use_lean_encoder(model.image_encoder)  # (a no-op when another runtime holds the encoder)
+        use_lean_encoder(model.image_encoder, sdpa=sdpa)  # (a no-op when another runtime holds the encoder)
+        self.attention = "sdpa" if sdpa else "exact"
 
     def prepare(self, image: np.ndarray) -> PreparedImage:
         """image: (H, W, 3) uint8 RGB -> the encoder's input, as ``SamPredictor.set_image`` makes it."""

@@ -20,6 +20,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 BATCH_STACKING = ("auto", "stack", "sequential")
 ENCODERS = ("auto", "torch", "openvino")
 DECODERS = ("auto", "torch")
+ATTENTIONS = ("auto", "exact", "sdpa")
 COMPILED_CACHES = ("auto", "on", "off")
 WARMUPS = ("auto", "full", "decoder", "off")
 URL_SCHEMES = ("https", "http", "s3", "gs")
@@ -62,6 +63,10 @@ class Settings:
     # and was converted with its decoders: the prompt decoder (the torch-free engine, converter 7)
     # or else the mask decoder; torch = segment_anything's prompt encoder and mask decoder, in torch.
     decoder: str = "auto"
+    # SEGANY_ATTENTION: the torch encoder's attention. exact = SAM's arithmetic (a few heads at a
+    # time), sdpa = torch's scaled_dot_product_attention with the relative-position terms as its
+    # mask (fused kernels on GPUs; equal up to rounding); auto = sdpa on CUDA, exact on CPU.
+    attention: str = "auto"
     # SEGANY_OPENVINO_DIR: an encoder converted ahead of time by `segany convert` (else converted
     # on first start into the cache).
     openvino_dir: Path | None = None
@@ -138,6 +143,7 @@ class Settings:
             int8_calibration=read.path("SEGANY_INT8_CALIBRATION"),
             encoder=read.choice("SEGANY_ENCODER", ENCODERS, cls.encoder),
             decoder=read.choice("SEGANY_DECODER", DECODERS, cls.decoder),
+            attention=read.choice("SEGANY_ATTENTION", ATTENTIONS, cls.attention),
             openvino_dir=read.path("SEGANY_OPENVINO_DIR"),
             compiled_cache=read.choice("SEGANY_COMPILED_CACHE", COMPILED_CACHES, cls.compiled_cache),
             torch_threads=read.number("SEGANY_TORCH_THREADS", int, cls.torch_threads, minimum=0),

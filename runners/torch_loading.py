@@ -19,7 +19,7 @@ from .decoders import use_openvino_decoder
 from .encoders import Encoder, OpenVINOEncoder, TorchEncoder, choose_backend
 from .models import load_sam
 from .prestart import Prestart
-from .sam import SamEngine, autocast_dtype, select_device
+from .sam import SamEngine, autocast_dtype, select_device, uses_sdpa
 from .settings import Settings
 from .specs import get_spec
 
@@ -45,6 +45,7 @@ def load_torch_engine(settings: Settings, early: Prestart | None) -> TorchLoaded
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     backend = choose_backend(settings.encoder, device)
+    sdpa = uses_sdpa(settings.attention, device, backend)
     if backend == "openvino":
         precision = openvino_precision(settings.precision)  # as the prestart compiles it
     else:
@@ -63,4 +64,4 @@ def load_torch_engine(settings: Settings, early: Prestart | None) -> TorchLoaded
             decoder = "openvino"
     else:
         encoder = TorchEncoder(model.image_encoder, device, autocast)
-    return TorchLoaded(SamEngine(model, device, encoder), spec.name, checkpoint, backend, precision, decoder)
+    return TorchLoaded(SamEngine(model, device, encoder, sdpa), spec.name, checkpoint, backend, precision, decoder)

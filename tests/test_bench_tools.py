@@ -5,6 +5,7 @@ committed results."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -12,7 +13,7 @@ import pytest
 
 from bench import report
 from bench.batching import batch_sizes
-from bench.common import RESULTS
+from bench.common import RESULTS, ROOT
 from bench.encoder import paired_seconds
 from bench.memcap import MemoryCgroup, cgroup_name, evict_from_page_cache
 
@@ -67,7 +68,7 @@ def test_the_readme_table_has_a_row_per_committed_result() -> None:
     assert suites, "bench/results holds no results"
     markers = {"encoder": "served `/embed` vs bare OpenVINO f32", "coldstart": "start to ready vs floor",
                "serve": "prompt on a cached image", "batching": "batching on vs off",
-               "everything": "segment-everything, points_per_side 32"}
+               "everything": "segment-everything, points_per_side 32", "gpu": "encoder img/s on"}
     for suite in suites:
         assert markers[suite] in table, suite
     readme = (RESULTS.parent.parent / "README.md").read_text()
@@ -114,3 +115,25 @@ def test_encoder_run_keeps_other_shapes_and_pairs_measured_the_same_way(tmp_path
     vit_h = json.loads((tmp_path / "encoder.json").read_text())["models"]["vit_h"]
     assert vit_h["vs_openvino_f32"] == 0.5 and vit_h["vs_eager"] == 2.0
     assert vit_h["images_per_s"]["openvino_f32"] == 2.0 and vit_h["images_per_s"]["ours_served"] == 1.0
+
+
+def test_the_gpu_suite_runs_end_to_end_here_on_cpu(tmp_path) -> None:
+    """bench/gpu.py as bench/device/run.sh runs it on a lent GPU, here on CPU with the tiny shape
+    (the code, not the speed): each path measured at its batch sizes, results written, masks
+    compared with eager fp32's, README rows rendered. The device gets one try; this is its rehearsal."""
+    env = {**os.environ, "SEGANY_BENCH_RESULTS": str(tmp_path), "SEGANY_BENCH_CACHE": str(tmp_path / "cache")}
+    command = [sys.executable, "-m", "bench", "gpu", "--gpu-models", "tiny", "--gpu-batches", "1", "2",
+               "--gpu-paths", "eager_fp32", "ours", "sam_fast_eager"]
+    subprocess.run(command, env=env, cwd=ROOT, check=True, timeout=900, capture_output=True)
+    result = json.loads((tmp_path / "gpu.json").read_text())
+    assert result["complete"] and result["device"].startswith("cpu")
+    paths = result["models"]["tiny"]["paths"]
+    assert set(paths["eager_fp32"]["batches"]) == {"1"}  # the reference at its sizes only
+    assert set(paths["ours"]["batches"]) == {"1", "2"}
+    assert all(b["images_per_s"] > 0 for b in paths["ours"]["batches"].values())
+    assert paths["eager_fp32"]["mask_iou_vs_eager_fp32"] == {"point": 1.0, "box": 1.0}
+    assert min(paths["ours"]["mask_iou_vs_eager_fp32"].values()) >= 0.98  # bf16 + SDPA, as served on CUDA
+    assert "skipped" in paths["sam_fast_eager"]  # segment-anything-fast has no tiny model (nor is it installed)
+    assert set(result["models"]["tiny"]["ratios"]) == {"ours_best_vs_eager_fp32_best", "ours_best_batch_vs_batch_1"}
+    rows = [row[0] for row in report.ROWS["gpu"](result)]
+    assert any("vs eager SAM fp32" in row for row in rows) and any("mask IoU of ours" in row for row in rows)
