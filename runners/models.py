@@ -21,7 +21,7 @@ import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
 from .errors import CheckpointError
-from .specs import IMAGE_SIZE, MODEL_SPECS, PIXEL_MEAN, PIXEL_STD, ModelSpec
+from .specs import IMAGE_SIZE, PIXEL_MEAN, PIXEL_STD, ModelSpec, spec_from_shapes
 
 logger = logging.getLogger(__name__)
 
@@ -94,14 +94,7 @@ def write_checkpoint(spec: ModelSpec, path: Path, seed: int = TINY_SEED) -> Path
 
 def spec_of(state_dict: dict[str, torch.Tensor]) -> ModelSpec | None:
     """The registered model whose shape the weights have (image encoder width and depth)."""
-    patch = state_dict.get("image_encoder.patch_embed.proj.weight")
-    if patch is None:
-        return None
-    depth = len({key.split(".")[2] for key in state_dict if key.startswith("image_encoder.blocks.")})
-    return next(
-        (spec for spec in MODEL_SPECS.values() if (spec.encoder_embed_dim, spec.encoder_depth) == (patch.shape[0], depth)),
-        None,
-    )
+    return spec_from_shapes({key: tuple(value.shape) for key, value in state_dict.items() if hasattr(value, "shape")})
 
 
 class EncoderElsewhere(torch.nn.Module):

@@ -88,13 +88,13 @@ class Pipeline:
         settings = self.settings
         early = early or prestart(settings)
         compiled = early.compiled.result() if early is not None else None
-        torch_free = early is not None and compiled.prompts is not None
+        torch_free = compiled is not None and compiled.prompts is not None
         if torch_free:
             checkpoint = early.checkpoint.result()
             engine: Engine = ConvertedEngine(compiled.encoder, compiled.prompts)
-            logger.info("loading %s converted from %s (%s) on cpu, without torch", settings.model_type, checkpoint.path,
+            logger.info("loading %s converted from %s (%s) on cpu, without torch", early.model_type, checkpoint.path,
                         compiled.converted.xml.parent)
-            name, backend, precision, decoder, device = settings.model_type or "", "openvino", early.precision, "openvino", "cpu"
+            name, backend, precision, decoder, device = early.model_type, "openvino", early.precision, "openvino", "cpu"
             attention = "exact"
         else:
             from .torch_loading import load_torch_engine  # imports torch

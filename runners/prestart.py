@@ -15,11 +15,13 @@ before the service is constructed: BentoML builds its app in between, on one cor
 compile has the other. The image's one-process worker (deploy/worker.py) starts it sooner still,
 before BentoML's own imports (1.3 s earlier); the service's import then finds it started.
 
-It starts only when the plan is certain without torch: ``SEGANY_MODEL`` set, the OpenVINO
-encoder (``SEGANY_ENCODER`` auto or openvino, with openvino installed), a CPU
-(``SEGANY_DEVICE=cpu``, or auto on a machine without an NVIDIA driver, where torch cannot see
-CUDA either) and precision fp32, bf16 or int8. Otherwise ``prestart`` returns None and loading runs
-step by step, as it always does for CUDA.
+It starts only when the plan is certain without torch: the OpenVINO encoder (``SEGANY_ENCODER``
+auto or openvino, with openvino installed), a CPU (``SEGANY_DEVICE=cpu``, or auto on a machine
+without an NVIDIA driver, where torch cannot see CUDA either) and precision fp32, bf16 or int8.
+Otherwise ``prestart`` returns None and loading runs step by step, as it always does for CUDA.
+With ``SEGANY_MODEL`` unset the type is read off the resolved checkpoint's shapes without torch
+(runners/checkpoint_shapes.py: a SageMaker model artifact, say); a file that cannot be read so
+leaves ``compiled`` None, and the torch loader decides.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+from .checkpoint_shapes import spec_of_file
 from .checkpoints import ResolvedCheckpoint, resolve_checkpoint
 from .converted import OPENVINO_PRECISIONS, compile_for, openvino_available
 from .server_logging import hold, release
@@ -51,25 +54,32 @@ class Prestart:
 
     def __init__(self, settings: Settings, precision: str) -> None:
         self.precision = precision  # "fp32", "bf16" or "int8": what the encoder is compiled for
+        self.model_type = settings.model_type  # SEGANY_MODEL, or read off the checkpoint before ``compiled`` is set
         self.started_at = time.monotonic()
         self.checkpoint: Future[ResolvedCheckpoint] = Future()
-        self.compiled: Future[Any] = Future()  # runners.converted.CompiledParts
+        self.compiled: Future[Any] = Future()  # runners.converted.CompiledParts, or None: the type is unknown
         self._settings = settings
         self._thread = threading.Thread(target=self._run, name="segany-prestart", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         settings = self._settings
-        model_type = settings.model_type or ""
-        try:
-            checkpoint = resolve_checkpoint(settings, get_spec(model_type))
+        try:  # with SEGANY_MODEL unset, as the torch loader resolves it: vit_h's name and download
+            checkpoint = resolve_checkpoint(settings, get_spec(settings.model_type or "vit_h"))
         except BaseException as exc:  # noqa: BLE001 - handed to the loader, which reports it
             self.checkpoint.set_exception(exc)
             self.compiled.set_exception(exc)
             return
         self.checkpoint.set_result(checkpoint)
         try:
-            self.compiled.set_result(compile_for(settings, checkpoint, model_type, self.precision))
+            if self.model_type is None:
+                spec = spec_of_file(checkpoint.path)
+                if spec is None:
+                    self.compiled.set_result(None)
+                    return
+                self.model_type = spec.name
+                logger.info("the checkpoint is %s-shaped (SEGANY_MODEL unset)", spec.name)
+            self.compiled.set_result(compile_for(settings, checkpoint, self.model_type, self.precision))
         except BaseException as exc:  # noqa: BLE001
             self.compiled.set_exception(exc)
 
@@ -102,7 +112,7 @@ def nvidia_driver_present() -> bool:
 
 def prestart(settings: Settings) -> Prestart | None:
     """Start the torch-free half of loading now, or None when its plan needs torch to decide."""
-    if not settings.model_type or settings.encoder == "torch" or settings.precision not in OPENVINO_PRECISIONS:
+    if settings.encoder == "torch" or settings.precision not in OPENVINO_PRECISIONS:
         return None
     if settings.device == "cuda" or (settings.device == "auto" and nvidia_driver_present()):
         return None

@@ -7,6 +7,7 @@ worker has imported torch (runners/prestart.py). Builders live in runners/models
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping, Sequence
 
 from .errors import ConfigError
 
@@ -52,6 +53,19 @@ MODEL_SPECS: dict[str, ModelSpec] = {
 }
 
 OFFICIAL_DIGESTS = {spec.checkpoint_url: spec.sha256 for spec in MODEL_SPECS.values() if spec.checkpoint_url}
+
+
+def spec_from_shapes(shapes: Mapping[str, Sequence[int]]) -> ModelSpec | None:
+    """The registered model whose shape a checkpoint's tensors have (name -> shape): image encoder
+    width and depth. None when no registered shape fits."""
+    patch = shapes.get("image_encoder.patch_embed.proj.weight")
+    if patch is None:
+        return None
+    depth = len({key.split(".")[2] for key in shapes if key.startswith("image_encoder.blocks.")})
+    return next(
+        (spec for spec in MODEL_SPECS.values() if (spec.encoder_embed_dim, spec.encoder_depth) == (patch[0], depth)),
+        None,
+    )
 
 
 def get_spec(name: str) -> ModelSpec:

@@ -57,7 +57,8 @@ def load_torch_engine(settings: Settings, early: Prestart | None) -> TorchLoaded
     spec = get_spec(model.segany_model_type)
     decoder = "torch"
     if backend == "openvino":
-        compiled = early.compiled.result() if early is not None else compile_for(settings, checkpoint, spec.name, precision)
+        compiled = early.compiled.result() if early is not None else None  # None: the prestart could not tell the type
+        compiled = compiled or compile_for(settings, checkpoint, spec.name, precision)
         encoder: Encoder = OpenVINOEncoder(compiled.encoder, precision)
         if compiled.decoder is not None:
             use_openvino_decoder(model.mask_decoder, compiled.decoder)

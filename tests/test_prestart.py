@@ -2,7 +2,8 @@
 
 What it must guarantee: it never imports torch (or the overlap is gone), loading uses what it
 made instead of compiling again, its failures end the start as the same errors, and it stays
-out of the way whenever only torch can tell the plan (CUDA, no model type, ...). The served
+out of the way whenever only torch can tell the plan (CUDA, the torch encoder, ...). With no
+model type it reads the type off the checkpoint without torch, or leaves it to the torch loader. The served
 equality of the default path (which runs through it) is tests/test_openvino.py.
 """
 
@@ -53,7 +54,6 @@ def tiny_settings(checkpoint: Path, cache: Path, **changes) -> Settings:
 
 
 @pytest.mark.parametrize("changes", [
-    {"model_type": None},  # the model type is read off the checkpoint, with torch
     {"encoder": "torch"},
     {"device": "cuda"},
     {"precision": "fp16"},  # CUDA only: loading reports it
@@ -84,6 +84,44 @@ def fresh_interpreter(code: str, checkpoint: Path, cache: Path) -> dict:
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_an_unset_model_type_is_read_off_the_checkpoint_without_torch(tiny_checkpoint, converted_cache):
+    """SEGANY_MODEL unset (a SageMaker model artifact, say): the prestart reads the type off the
+    checkpoint's shapes, reuses the conversion made for SEGANY_MODEL=tiny (same key), and the
+    pipeline serves on the torch-free engine, with torch never imported."""
+    code = (
+        "import json, os, sys\n"
+        "from runners.pipeline import Pipeline\n"
+        "from runners.prestart import prestart\n"
+        "from runners.settings import Settings\n"
+        "settings = Settings.from_env({**os.environ, 'SEGANY_MODEL': ''})\n"
+        "early = prestart(settings)\n"
+        "pipeline = Pipeline(settings)\n"
+        "pipeline.load(early)\n"
+        "print(json.dumps({'settings_model': settings.model_type, 'model': early.model_type, 'name': pipeline.model_name,\n"
+        "                  'engine': type(pipeline.engine).__name__,\n"
+        "                  'imported': sorted(m for m in ('torch', 'segment_anything') if m in sys.modules)}))\n"
+    )
+    report = fresh_interpreter(code, tiny_checkpoint, converted_cache)
+    assert report == {"settings_model": None, "model": "tiny", "name": "tiny", "engine": "ConvertedEngine", "imported": []}
+
+
+def test_an_unreadable_checkpoint_with_no_model_type_is_left_to_the_torch_loader(no_nvidia_driver, tiny_checkpoint,
+                                                                                converted_cache, tmp_path):
+    """A checkpoint the torch-free reader does not read (beside the weights it pickles a
+    torch.device, which torch's weights-only loader allows): the prestart hands back no compiled
+    parts, and the torch loader reads the type and serves, as before."""
+    from runners.sam import SamEngine
+
+    odd = tmp_path / "with-a-device.pth"
+    torch.save({"model": torch.load(tiny_checkpoint, weights_only=True), "device": torch.device("cpu")}, odd)
+    settings = tiny_settings(odd, converted_cache, model_type=None)
+    early = prestart(settings)
+    assert early is not None and early.compiled.result(timeout=120) is None and early.model_type is None
+    pipeline = Pipeline(settings)
+    pipeline.load(early)
+    assert isinstance(pipeline.engine, SamEngine) and pipeline.model_name == "tiny"
 
 
 def test_prestart_never_imports_torch(tiny_checkpoint, converted_cache):
