@@ -251,12 +251,9 @@ def bake_command(backend: str, context: Path, unbaked_ref: str, ref: str, weight
 
 def model_type_of(checkpoint: Path) -> str:
     """The SAM type whose shapes the checkpoint has (as the server reads it at start)."""
-    import torch
+    from runners.models import checkpoint_spec
 
-    from runners.models import spec_of
-
-    state = torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=True)
-    spec = spec_of(state.get("model", state) if isinstance(state, dict) else {})
+    spec = checkpoint_spec(checkpoint)
     if spec is None:
         raise ConfigError(f"{checkpoint} holds no SAM model of a known shape; check the file or pass --model-type.")
     return spec.name

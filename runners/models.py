@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
+from .checkpoint_shapes import spec_of_file
 from .errors import CheckpointError
 from .specs import IMAGE_SIZE, PIXEL_MEAN, PIXEL_STD, ModelSpec, spec_from_shapes
 
@@ -95,6 +96,16 @@ def write_checkpoint(spec: ModelSpec, path: Path, seed: int = TINY_SEED) -> Path
 def spec_of(state_dict: dict[str, torch.Tensor]) -> ModelSpec | None:
     """The registered model whose shape the weights have (image encoder width and depth)."""
     return spec_from_shapes({key: tuple(value.shape) for key, value in state_dict.items() if hasattr(value, "shape")})
+
+
+def checkpoint_spec(path: Path) -> ModelSpec | None:
+    """The registered model whose shape a checkpoint file has: read without loading it where
+    runners/checkpoint_shapes.py can, else by torch (which raises what it raises)."""
+    spec = spec_of_file(path)
+    if spec is not None:
+        return spec
+    state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    return spec_of(state.get("model", state) if isinstance(state, dict) else {})
 
 
 class EncoderElsewhere(torch.nn.Module):

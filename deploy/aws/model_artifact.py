@@ -13,7 +13,7 @@ from pathlib import Path
 
 from runners.checkpoints import resolve_checkpoint
 from runners.errors import CheckpointError
-from runners.models import spec_of
+from runners.models import checkpoint_spec
 from runners.specs import MODEL_SPECS, get_spec
 from runners.progress import transfer_progress
 from runners.settings import Settings
@@ -33,12 +33,9 @@ class _Reading:
 
 def package_model(source: str, out: Path, model_type: str | None = None) -> Path:
     """Fetch and verify ``source`` (as the runtime would), check its shapes, write ``out``."""
-    import torch
-
     settings = replace(Settings.from_env(), checkpoint=source, model_type=model_type)
     resolved = resolve_checkpoint(settings, get_spec(model_type or "vit_h"))
-    state = torch.load(resolved.path, map_location="cpu", mmap=True, weights_only=True)
-    spec = spec_of(state.get("model", state) if isinstance(state, dict) else {})
+    spec = checkpoint_spec(resolved.path)
     if spec is None or (model_type and spec.name != model_type):
         found = spec.name if spec else "no known SAM shape"
         raise CheckpointError(f"{source} holds {found}, not {model_type or 'a SAM model'}; check the file.")
