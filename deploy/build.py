@@ -36,29 +36,43 @@ DEVICES = ("cpu", "cuda")
 DEFAULT_IMAGE = "segment-anywhere"
 OFFICIAL_BASE = "docker.io/library/python:3.11-slim-bookworm"
 CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
-IMAGE_UID = 1034  # BentoML's bento user, the template's USER
-OPENVINO_DIR = "/opt/segany/openvino"  # the converted encoder, baked with the weights (CPU variant)
+OPENVINO_DIR = "/opt/segany/openvino"  # the converted model, baked in place of the weights (CPU variant)
 WEIGHTS_DIR = "/opt/segany/weights"  # not /opt/ml/model: SageMaker mounts the model artifact over that
 CA_SECRET_ID = "segany-ca"
 PINNED = ("torch", "torchvision", "openvino")  # pinned to this environment's versions by default
 # Cloud Run sets no image size limit; past this, our guidance is to expect slow deploys and cold starts.
 CLOUD_RUN_LARGE_IMAGE = 4 * GB
+# segany build --bake-weights (CUDA variant): the checkpoint as one thin layer over the image without weights.
 BAKE_CONTAINERFILE = """\
-# segany build --bake-weights: the checkpoint as one thin layer over the image without weights.
 ARG SEGANY_IMAGE
 FROM ${SEGANY_IMAGE}
 ARG WEIGHTS
 # Not named SEGANY_MODEL: the image's ENV of that name would win over a build argument.
 ARG MODEL_TYPE
 COPY ${WEIGHTS} %(dir)s/${WEIGHTS}
-# CPU variant: the encoder converted to OpenVINO now, so no container start ever converts it.
-ARG OPENVINO_DIR=
+ENV SEGANY_CHECKPOINT=%(dir)s/${WEIGHTS} SEGANY_MODEL=${MODEL_TYPE}
+""" % {"dir": WEIGHTS_DIR}
+# The CPU variant: the encoder and decoders converted to OpenVINO in a build stage, so no container
+# start ever converts them, and only the converted folder in the image. The torch-free engine needs
+# nothing else (runners/converted.py, served_from_folder), and the checkpoint beside it weighed as
+# much again: vit_h 2.56 GB, which took a baked vit_h image over SageMaker Serverless' 10 GB.
+BAKE_CONVERTED_CONTAINERFILE = """\
+ARG SEGANY_IMAGE
+FROM ${SEGANY_IMAGE} AS convert
+ARG WEIGHTS
 USER root
-RUN if [ -n "${OPENVINO_DIR}" ]; then segany convert --checkpoint %(dir)s/${WEIGHTS} --out "${OPENVINO_DIR}" \
-        && rm -rf /tmp/*; fi
-USER %(uid)s:%(uid)s
-ENV SEGANY_CHECKPOINT=%(dir)s/${WEIGHTS} SEGANY_MODEL=${MODEL_TYPE} SEGANY_OPENVINO_DIR=${OPENVINO_DIR}
-""" % {"dir": WEIGHTS_DIR, "uid": IMAGE_UID}
+COPY ${WEIGHTS} /tmp/weights/${WEIGHTS}
+RUN segany convert --checkpoint /tmp/weights/${WEIGHTS} --out %(openvino)s
+
+FROM ${SEGANY_IMAGE}
+ARG MODEL_TYPE
+COPY --from=convert %(openvino)s %(openvino)s
+ENV SEGANY_MODEL=${MODEL_TYPE} SEGANY_OPENVINO_DIR=%(openvino)s
+""" % {"openvino": OPENVINO_DIR}
+
+
+def bake_containerfile(device: str) -> str:
+    return BAKE_CONVERTED_CONTAINERFILE if device == "cpu" else BAKE_CONTAINERFILE
 
 
 @dataclass(frozen=True)
@@ -241,12 +255,11 @@ def containerize_command(bento_tag: str, backend: str, ref: str, args: dict[str,
 
 
 def bake_command(backend: str, context: Path, unbaked_ref: str, ref: str, weights_name: str, model: str,
-                 platform: str, device: str = "cpu") -> list[str]:
+                 platform: str) -> list[str]:
     base = [backend, "build"] if backend != "buildah" else ["buildah", "bud"]
     return [*base, "--platform", platform, "-f", str(context / "Containerfile"), "-t", ref,
             "--build-arg", f"SEGANY_IMAGE={unbaked_ref}", "--build-arg", f"WEIGHTS={weights_name}",
-            "--build-arg", f"MODEL_TYPE={model}",
-            "--build-arg", f"OPENVINO_DIR={OPENVINO_DIR if device == 'cpu' else ''}", str(context)]
+            "--build-arg", f"MODEL_TYPE={model}", str(context)]
 
 
 def model_type_of(checkpoint: Path) -> str:
@@ -316,10 +329,9 @@ def build(options: BuildOptions) -> BuildResult:
         if options.bake_weights is not None and model is not None:
             context = Path(tmp) / "weights"
             context.mkdir()
-            (context / "Containerfile").write_text(BAKE_CONTAINERFILE)
+            (context / "Containerfile").write_text(bake_containerfile(options.device))
             _link_or_copy(options.bake_weights, context / options.bake_weights.name)
-            _run(bake_command(backend, context, unbaked_ref, ref, options.bake_weights.name, model, options.platform,
-                              options.device),
+            _run(bake_command(backend, context, unbaked_ref, ref, options.bake_weights.name, model, options.platform),
                  env, steps)
     image = inspect_image(backend, ref)
     variant = Variant(options.device, options.bake_weights is not None, options.torch_index_url)

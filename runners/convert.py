@@ -35,6 +35,7 @@ def convert(checkpoint: Path, model_type: str | None, out: Path, int8_calibratio
 
     from .attention import CONVERTED_HEADS_PER_CHUNK, use_lean_encoder
     from .calibration import calibration_images, require_nncf
+    from .checkpoints import sha256_of_file
     from .converted import DECODER_XML, IMAGE_SHAPE, PROMPT_DECODER_XML, write_manifest
     from .models import load_sam
     from .prompt_decoder import convert_prompt_decoder
@@ -58,7 +59,10 @@ def convert(checkpoint: Path, model_type: str | None, out: Path, int8_calibratio
     ov.save_model(model, staging / "image_encoder.xml", compress_to_fp16=False)
     ov.save_model(convert_decoder(sam), staging / DECODER_XML, compress_to_fp16=False)
     ov.save_model(convert_prompt_decoder(sam), staging / PROMPT_DECODER_XML, compress_to_fp16=False)
-    write_manifest(staging, checkpoint=str(checkpoint), model_type=sam.segany_model_type,
+    # checkpoint_sha256: the weights' identity where the folder is served without them
+    # (runners/converted.py, served_from_folder)
+    write_manifest(staging, checkpoint=str(checkpoint), checkpoint_sha256=sha256_of_file(checkpoint),
+                   model_type=sam.segany_model_type,
                    weights="int8" if images else "float32", calibration_images=len(images),
                    openvino=ov.__version__, torch=torch.__version__, seconds=round(time.perf_counter() - start, 1))
     shutil.rmtree(out, ignore_errors=True)

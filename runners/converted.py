@@ -122,6 +122,26 @@ def converted_encoder(cache_dir: Path, checkpoint: Path, sha256: str | None, mod
     return converted
 
 
+def served_from_folder(settings: Settings) -> tuple[ResolvedCheckpoint, str] | None:
+    """SEGANY_OPENVINO_DIR as the whole model: with SEGANY_CHECKPOINT unset and the folder
+    holding the prompt decoder (converted by this release's `segany convert`), the torch-free
+    engine needs nothing else, so no checkpoint is resolved (no download, and an image can leave
+    its checkpoint out: deploy/build.py). Returns the weights' identity as the manifest records it
+    and the model type; None when the checkpoint is needed (or named)."""
+    folder = settings.openvino_dir
+    if folder is None or settings.checkpoint is not None or settings.decoder != "auto":
+        return None
+    manifest_path = folder / "manifest.json"
+    if not (_has(folder / PROMPT_DECODER_XML) and manifest_path.is_file()):
+        return None
+    manifest = json.loads(manifest_path.read_text())
+    model_type = manifest.get("model_type")
+    if settings.model_type and model_type != settings.model_type:
+        raise ConfigError(f"SEGANY_OPENVINO_DIR={folder} holds a {model_type} model but SEGANY_MODEL is "
+                          f"{settings.model_type}: unset SEGANY_MODEL, or point SEGANY_OPENVINO_DIR at a {settings.model_type} conversion.")
+    return ResolvedCheckpoint(manifest_path, f"SEGANY_OPENVINO_DIR={folder}", manifest.get("checkpoint_sha256")), model_type
+
+
 def check_prebuilt(folder: Path, precision: str) -> None:
     """An encoder from SEGANY_OPENVINO_DIR is int8 exactly when int8 was asked for."""
     manifest = folder / "manifest.json"

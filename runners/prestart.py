@@ -35,7 +35,7 @@ from typing import Any
 
 from .checkpoint_shapes import spec_of_file
 from .checkpoints import ResolvedCheckpoint, resolve_checkpoint
-from .converted import OPENVINO_PRECISIONS, compile_for, openvino_available
+from .converted import OPENVINO_PRECISIONS, compile_for, openvino_available, served_from_folder
 from .server_logging import hold, release
 from .settings import Settings
 from .specs import get_spec
@@ -64,8 +64,12 @@ class Prestart:
 
     def _run(self) -> None:
         settings = self._settings
-        try:  # with SEGANY_MODEL unset, as the torch loader resolves it: vit_h's name and download
-            checkpoint = resolve_checkpoint(settings, get_spec(settings.model_type or "vit_h"))
+        try:
+            from_folder = served_from_folder(settings)  # the converted folder alone, when it is all we need
+            if from_folder is not None:
+                checkpoint, self.model_type = from_folder
+            else:  # with SEGANY_MODEL unset, as the torch loader resolves it: vit_h's name and download
+                checkpoint = resolve_checkpoint(settings, get_spec(settings.model_type or "vit_h"))
         except BaseException as exc:  # noqa: BLE001 - handed to the loader, which reports it
             self.checkpoint.set_exception(exc)
             self.compiled.set_exception(exc)

@@ -120,13 +120,18 @@ def test_image_refs_and_bake_command(tmp_path: Path) -> None:
     assert command[:2] == ["buildah", "bud"] and command[-1] == str(tmp_path)
     assert "SEGANY_IMAGE=segment-anywhere:cpu" in command and "MODEL_TYPE=tiny" in command
     assert build.bake_command("docker", tmp_path, "a", "b", "w.pth", "vit_b", "linux/amd64")[:2] == ["docker", "build"]
-    assert "OPENVINO_DIR=/opt/segany/openvino" in command  # CPU: the encoder is converted at build time
-    assert "OPENVINO_DIR=" in build.bake_command("docker", tmp_path, "a", "b", "w.pth", "vit_b", "linux/amd64", "cuda")
-    assert "OPENVINO_DIR=/opt/segany/openvino" not in build.bake_command("docker", tmp_path, "a", "b", "w.pth", "vit_b",
-                                                                          "linux/amd64", "cuda")
-    assert "segany convert" in build.BAKE_CONTAINERFILE and "USER 1034:1034" in build.BAKE_CONTAINERFILE
-    assert "/opt/segany/weights/${WEIGHTS}" in build.BAKE_CONTAINERFILE
-    assert "/opt/ml/model" not in build.BAKE_CONTAINERFILE
+    # CUDA: the checkpoint as a layer, for the torch engine
+    cuda = build.bake_containerfile("cuda")
+    assert "COPY ${WEIGHTS} /opt/segany/weights/${WEIGHTS}" in cuda and "SEGANY_CHECKPOINT=/opt/segany/weights/${WEIGHTS}" in cuda
+    assert "segany convert" not in cuda and "USER" not in cuda  # the base image's non-root user stays
+    # CPU: converted in a build stage; only the converted folder reaches the image, no checkpoint
+    cpu = build.bake_containerfile("cpu")
+    converting, final = cpu.split("\n\n")
+    assert "AS convert" in converting and "segany convert --checkpoint /tmp/weights/${WEIGHTS} --out /opt/segany/openvino" in converting
+    assert "COPY --from=convert /opt/segany/openvino /opt/segany/openvino" in final
+    assert "SEGANY_OPENVINO_DIR=/opt/segany/openvino" in final and "SEGANY_CHECKPOINT" not in final
+    assert "WEIGHTS" not in final and "USER" not in final
+    assert "/opt/ml/model" not in cpu + cuda
 
 
 def test_model_type_of_baked_weights(tiny_checkpoint: Path) -> None:

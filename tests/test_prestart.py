@@ -124,6 +124,58 @@ def test_an_unreadable_checkpoint_with_no_model_type_is_left_to_the_torch_loader
     assert isinstance(pipeline.engine, SamEngine) and pipeline.model_name == "tiny"
 
 
+def baked_folder(converted_cache: Path, target: Path, without: str = "") -> Path:
+    """The converted folder as `segany build` bakes it into the CPU image, with no checkpoint beside it."""
+    target.mkdir()
+    for path in next((converted_cache / "openvino").iterdir()).iterdir():
+        if not (without and path.name.startswith(without)):
+            (target / path.name).symlink_to(path)
+    return target
+
+
+def test_a_converted_folder_is_served_without_its_checkpoint(tiny_checkpoint, converted_cache, tmp_path):
+    """The CPU image's bake (deploy/build.py): SEGANY_OPENVINO_DIR alone, SEGANY_CHECKPOINT and
+    SEGANY_MODEL unset. Nothing is resolved or downloaded (offline, vit_h's download would fail),
+    the type comes from the folder's manifest, torch is never imported, and the embedding cache is
+    keyed by the checkpoint's digest as when the checkpoint is served."""
+    import hashlib
+
+    folder = baked_folder(converted_cache, tmp_path / "openvino")
+    code = (
+        "import json, os, sys\n"
+        "from runners.pipeline import Pipeline\n"
+        "from runners.prestart import prestart\n"
+        "from runners.settings import Settings\n"
+        f"settings = Settings.from_env({{**os.environ, 'SEGANY_MODEL': '', 'SEGANY_CHECKPOINT': '', 'SEGANY_OPENVINO_DIR': {str(folder)!r}}})\n"
+        "pipeline = Pipeline(settings)\n"
+        "pipeline.load(prestart(settings))\n"
+        "print(json.dumps({'name': pipeline.model_name, 'engine': type(pipeline.engine).__name__, 'key': pipeline.cache.model_id,\n"
+        "                  'imported': sorted(m for m in ('torch', 'segment_anything') if m in sys.modules)}))\n"
+    )
+    report = fresh_interpreter(code, tiny_checkpoint, tmp_path / "cache")
+    digest = hashlib.sha256(tiny_checkpoint.read_bytes()).hexdigest()
+    assert report == {"name": "tiny", "engine": "ConvertedEngine", "key": f"tiny:{digest[:12]}:openvino:fp32:exact",
+                      "imported": []}
+
+
+def test_a_converted_folder_needs_its_checkpoint_where_torch_serves(tiny_checkpoint, converted_cache, tmp_path):
+    """The folder stands for the checkpoint only where the torch-free engine serves it: not for
+    another SEGANY_MODEL (the fix is named), not without a prompt decoder (an older conversion:
+    the torch engine needs the weights), not when SEGANY_CHECKPOINT names them."""
+    from runners.converted import served_from_folder
+
+    folder = baked_folder(converted_cache, tmp_path / "openvino")
+    bare = Settings(cache_dir=tmp_path / "cache", device="cpu", openvino_dir=folder)
+    checkpoint, model_type = served_from_folder(bare)
+    assert model_type == "tiny" and checkpoint.path == folder / "manifest.json"
+    with pytest.raises(ConfigError, match="holds a tiny model but SEGANY_MODEL is vit_b: unset SEGANY_MODEL"):
+        served_from_folder(dataclasses.replace(bare, model_type="vit_b"))
+    older = baked_folder(converted_cache, tmp_path / "older", without="prompt_decoder")
+    assert served_from_folder(dataclasses.replace(bare, openvino_dir=older)) is None
+    assert served_from_folder(dataclasses.replace(bare, checkpoint=str(tiny_checkpoint))) is None
+    assert served_from_folder(dataclasses.replace(bare, decoder="torch")) is None
+
+
 def test_prestart_never_imports_torch(tiny_checkpoint, converted_cache):
     """Run where nothing imported torch yet, as in a fresh worker: the whole prestart
     (checkpoint, IR, compile) must finish with torch and segment_anything still unimported."""
