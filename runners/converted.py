@@ -127,19 +127,29 @@ def served_from_folder(settings: Settings) -> tuple[ResolvedCheckpoint, str] | N
     holding the prompt decoder (converted by this release's `segany convert`), the torch-free
     engine needs nothing else, so no checkpoint is resolved (no download, and an image can leave
     its checkpoint out: deploy/build.py). Returns the weights' identity as the manifest records it
-    and the model type; None when the checkpoint is needed (or named)."""
+    and the model type; None when SEGANY_CHECKPOINT names the weights (or no folder is set).
+    Raises :func:`folder_without_checkpoint` when only the torch engine could serve the folder."""
     folder = settings.openvino_dir
-    if folder is None or settings.checkpoint is not None or settings.decoder != "auto":
+    if folder is None or settings.checkpoint is not None:
         return None
     manifest_path = folder / "manifest.json"
-    if not (_has(folder / PROMPT_DECODER_XML) and manifest_path.is_file()):
-        return None
+    if settings.decoder != "auto" or not (_has(folder / PROMPT_DECODER_XML) and manifest_path.is_file()):
+        raise folder_without_checkpoint(folder)
     manifest = json.loads(manifest_path.read_text())
     model_type = manifest.get("model_type")
     if settings.model_type and model_type != settings.model_type:
         raise ConfigError(f"SEGANY_OPENVINO_DIR={folder} holds a {model_type} model but SEGANY_MODEL is "
                           f"{settings.model_type}: unset SEGANY_MODEL, or point SEGANY_OPENVINO_DIR at a {settings.model_type} conversion.")
     return ResolvedCheckpoint(manifest_path, f"SEGANY_OPENVINO_DIR={folder}", manifest.get("checkpoint_sha256")), model_type
+
+
+def folder_without_checkpoint(folder: Path) -> ConfigError:
+    """SEGANY_OPENVINO_DIR without SEGANY_CHECKPOINT where the torch engine would serve: resolving a
+    checkpoint could serve other weights (an official download in place of fine-tuned ones)."""
+    return ConfigError(f"SEGANY_OPENVINO_DIR={folder} is served without its checkpoint only on CPU, by OpenVINO, and "
+                       "only when converted by this release with SEGANY_DECODER=auto; here the torch engine serves (CUDA, "
+                       "SEGANY_ENCODER=torch or SEGANY_DECODER=torch, or an older conversion): set SEGANY_CHECKPOINT to "
+                       "the checkpoint it was converted from, or convert again with `segany convert`.")
 
 
 def check_prebuilt(folder: Path, precision: str) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from .checkpoints import ResolvedCheckpoint, resolve_checkpoint
-from .converted import compile_for, openvino_precision
+from .converted import compile_for, folder_without_checkpoint, openvino_precision
 from .decoders import use_openvino_decoder
 from .encoders import Encoder, OpenVINOEncoder, TorchEncoder, choose_backend
 from .models import load_sam
@@ -51,6 +51,8 @@ def load_torch_engine(settings: Settings, early: Prestart | None) -> TorchLoaded
     else:
         autocast = autocast_dtype(settings.precision, device)
         precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[autocast]
+    if early is None and settings.checkpoint is None and settings.openvino_dir is not None:
+        raise folder_without_checkpoint(settings.openvino_dir)  # (the CPU image bakes no checkpoint)
     checkpoint = early.checkpoint.result() if early else resolve_checkpoint(settings, requested or get_spec("vit_h"))
     logger.info("loading %s from %s on %s (%s encoder)", settings.model_type or "SAM", checkpoint.path, device, backend)
     model = load_sam(requested, checkpoint.path, device, with_encoder=backend == "torch")

@@ -187,11 +187,15 @@ def test_image_config_is_the_contract(image: BuiltImage) -> None:
     assert config["User"] == "1034:1034"
     env = image.env
     assert env["HOME"] == "/tmp" and env["BENTOML_HOME"].startswith("/tmp/") and env["SEGANY_CACHE_DIR"].startswith("/tmp/")
-    assert env["SEGANY_CHECKPOINT"] == "/opt/segany/weights/tiny.pth" and env["SEGANY_MODEL"] == "tiny"
-    assert (image.rootfs / "opt/segany/weights/tiny.pth").is_file()
-    assert env["SEGANY_OPENVINO_DIR"] == "/opt/segany/openvino"  # converted at build time, with the weights
-    assert (image.rootfs / "opt/segany/openvino/image_encoder.xml").is_file()
-    assert (image.rootfs / "opt/segany/openvino/mask_decoder.xml").is_file()  # the decoder runs in OpenVINO too
+    assert env["SEGANY_MODEL"] == "tiny" and "SEGANY_CHECKPOINT" not in env
+    assert env["SEGANY_OPENVINO_DIR"] == "/opt/segany/openvino"  # converted at build time, in place of the weights
+    for name in ("image_encoder", "prompt_decoder", "mask_decoder"):
+        assert (image.rootfs / f"opt/segany/openvino/{name}.xml").is_file()
+    manifest = json.loads((image.rootfs / "opt/segany/openvino/manifest.json").read_text())
+    assert manifest["model_type"] == "tiny" and len(manifest["checkpoint_sha256"]) == 64
+    # the checkpoint stayed in the build stage: no .pth anywhere in the image
+    assert not (image.rootfs / "opt/segany/weights").exists()
+    assert not [path for path in (image.rootfs / "opt").rglob("*.pth")] + [path for path in (image.rootfs / "tmp").rglob("*")]
     assert not any(key in env for key in ("SSL_CERT_FILE", "PIP_CERT", "SEGANY_TORCH_INDEX_URL"))
 
 
@@ -234,8 +238,10 @@ def test_sagemaker_contract(image: BuiltImage, tmp_path: Path, port_source: str)
         checks.check_invocations_raw_image(url)
         checks.check_health(url)
         checks.check_segment(url)
-        assert "/opt/segany/weights/tiny.pth" in container.text()  # the baked checkpoint, not a generated one
-        assert "openvino encoder" in container.text() and "converting" not in container.text()  # the baked IR
+        # the baked conversion alone: no checkpoint resolved, generated or downloaded, nothing converted
+        assert "converted from /opt/segany/openvino/manifest.json" in container.text()
+        assert "openvino encoder" in container.text() and "converting" not in container.text()
+        assert ".pth" not in container.text()
         assert "no torch)" in container.text()  # the torch-free engine (runners/converted_engine.py)
         # ... which served those segment-everything requests too (runners/mask_generator.py)
         assert libraries_mapped(container.pid1(), "libopenvino") and not libraries_mapped(container.pid1(), "libtorch")

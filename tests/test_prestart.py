@@ -160,8 +160,9 @@ def test_a_converted_folder_is_served_without_its_checkpoint(tiny_checkpoint, co
 
 def test_a_converted_folder_needs_its_checkpoint_where_torch_serves(tiny_checkpoint, converted_cache, tmp_path):
     """The folder stands for the checkpoint only where the torch-free engine serves it: not for
-    another SEGANY_MODEL (the fix is named), not without a prompt decoder (an older conversion:
-    the torch engine needs the weights), not when SEGANY_CHECKPOINT names them."""
+    another SEGANY_MODEL, not without a prompt decoder (an older conversion: the torch engine
+    needs the weights), not for the torch paths; each stops with the fix named. SEGANY_CHECKPOINT
+    set: the named weights are served as before."""
     from runners.converted import served_from_folder
 
     folder = baked_folder(converted_cache, tmp_path / "openvino")
@@ -170,10 +171,12 @@ def test_a_converted_folder_needs_its_checkpoint_where_torch_serves(tiny_checkpo
     assert model_type == "tiny" and checkpoint.path == folder / "manifest.json"
     with pytest.raises(ConfigError, match="holds a tiny model but SEGANY_MODEL is vit_b: unset SEGANY_MODEL"):
         served_from_folder(dataclasses.replace(bare, model_type="vit_b"))
+    assert served_from_folder(dataclasses.replace(bare, checkpoint=str(tiny_checkpoint))) is None  # named: used
+    # where the torch engine would serve, it does not go looking for other weights (an official download, say)
     older = baked_folder(converted_cache, tmp_path / "older", without="prompt_decoder")
-    assert served_from_folder(dataclasses.replace(bare, openvino_dir=older)) is None
-    assert served_from_folder(dataclasses.replace(bare, checkpoint=str(tiny_checkpoint))) is None
-    assert served_from_folder(dataclasses.replace(bare, decoder="torch")) is None
+    for torch_plan in ({"openvino_dir": older}, {"encoder": "torch"}, {"decoder": "torch"}):
+        with pytest.raises(ConfigError, match="set SEGANY_CHECKPOINT to the checkpoint it was converted from"):
+            Pipeline(dataclasses.replace(bare, **torch_plan)).load()
 
 
 def test_prestart_never_imports_torch(tiny_checkpoint, converted_cache):
