@@ -16,7 +16,7 @@ includes BentoML's start, loading (the converted encoder comes from the cache: a
 start converts it first, untimed), and the warm-up that ``/readyz`` waits for: a decoder forward
 (the default with OpenVINO) or a full encoder+decoder forward (``SEGANY_WARMUP=full``). The
 "baked" variant starts as an image built with ``--bake-weights`` does: the IR from
-``SEGANY_OPENVINO_DIR``, compiled at start with no compiled blob kept.
+``SEGANY_OPENVINO_DIR``, compiled at start with no compiled blob kept, and no checkpoint.
 Peak RSS is read from the kernel (VmHWM) after one ``/segment`` request. VmHWM counts the
 file-backed pages of memory-mapped weights, which the kernel can drop under pressure, so the
 vit_h server is also started inside a memory cgroup capped at 6144 MiB (``bench/memcap.py``):
@@ -207,7 +207,7 @@ def run(model_types: tuple[str, ...] = ("tiny", "vit_b", "vit_h")) -> dict:
         ]
         if model_type != "tiny":  # as in an image built with --bake-weights: IR baked, no compiled blob kept
             rows.append(("baked", "baked encoder: SEGANY_OPENVINO_DIR, compiled at start",
-                         {"SEGANY_OPENVINO_DIR": baked_encoder_dir(model_type)}, True))
+                         {"SEGANY_OPENVINO_DIR": baked_encoder_dir(model_type), "SEGANY_CHECKPOINT": ""}, True))
         if model_type.startswith("vit_h"):  # the memory-lean reference path: weights mapped once, in torch
             rows.append(("torch", "SEGANY_ENCODER=torch, full warm-up", {"SEGANY_ENCODER": "torch"}, True))
         for variant, label, settings, rss_row in rows:
