@@ -202,6 +202,8 @@ def run(model_types: tuple[str, ...] = ("tiny", "vit_b", "vit_h")) -> dict:
             ("default", "defaults: image entrypoint, one process, decoder warm-up", {}, True),
             ("bentoml-serve", "bentoml serve: supervisor + worker", {"bentoml_serve": True}, True),
             ("full", "full warm-up", {"SEGANY_WARMUP": "full"}, False),
+            # a SageMaker model artifact served as it comes: the type read off the checkpoint, without torch
+            ("model-unset", "SEGANY_MODEL unset", {"SEGANY_MODEL": ""}, False),
             # the default until the prompt decoder was converted: torch imported, SAM's prompt encoder loaded
             ("torch-engine", "torch engine: SEGANY_DECODER=torch", {"SEGANY_DECODER": "torch"}, True),
         ]

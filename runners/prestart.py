@@ -16,7 +16,8 @@ compile has the other. The image's one-process worker (deploy/worker.py) starts 
 before BentoML's own imports (1.3 s earlier); the service's import then finds it started.
 
 It starts only when the plan is certain without torch: the OpenVINO encoder (``SEGANY_ENCODER``
-auto or openvino, with openvino installed), a CPU (``SEGANY_DEVICE=cpu``, or auto on a machine
+auto or openvino, with openvino installed, and not ``SEGANY_ATTENTION=sdpa``, the torch
+encoder's, which loading then refuses with the fix), a CPU (``SEGANY_DEVICE=cpu``, or auto on a machine
 without an NVIDIA driver, where torch cannot see CUDA either) and precision fp32, bf16 or int8.
 Otherwise ``prestart`` returns None and loading runs step by step, as it always does for CUDA.
 With ``SEGANY_MODEL`` unset the type is read off the resolved checkpoint's shapes without torch
@@ -116,7 +117,7 @@ def nvidia_driver_present() -> bool:
 
 def prestart(settings: Settings) -> Prestart | None:
     """Start the torch-free half of loading now, or None when its plan needs torch to decide."""
-    if settings.encoder == "torch" or settings.precision not in OPENVINO_PRECISIONS:
+    if settings.encoder == "torch" or settings.attention == "sdpa" or settings.precision not in OPENVINO_PRECISIONS:
         return None
     if settings.device == "cuda" or (settings.device == "auto" and nvidia_driver_present()):
         return None

@@ -117,6 +117,18 @@ def test_attention_setting_picks_sdpa_on_cuda_and_refuses_it_for_openvino():
         uses_sdpa("sdpa", cpu, "openvino")
 
 
+def test_sdpa_with_the_default_cpu_encoder_stops_with_the_fix(tiny_checkpoint):
+    """SEGANY_ATTENTION=sdpa is the torch encoder's: with the default (OpenVINO) encoder on CPU the
+    server must not start as if it were honoured (the torch-free start never reads it)."""
+    from runners.pipeline import Pipeline
+
+    pytest.importorskip("openvino")
+    settings = Settings(model_type="tiny", checkpoint=str(tiny_checkpoint), device="cpu", attention="sdpa",
+                        cache_dir=tiny_checkpoint.parent / "cache")
+    with pytest.raises(ConfigError, match="set SEGANY_ENCODER=torch as well"):
+        Pipeline(settings).load()
+
+
 def test_exact_attention_stays_the_default_on_cpu(tiny_checkpoint, sdpa_calls):
     settings = dataclasses.replace(Settings(), model_type="tiny", checkpoint=str(tiny_checkpoint), device="cpu",
                                    encoder="torch", cache_dir=tiny_checkpoint.parent / "cache")
