@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import io
 import json
 import logging
@@ -26,16 +25,11 @@ PHOTOS = Path(os.environ.get("SEGANY_BENCH_PHOTOS", ROOT.parent / "shared" / "im
 PHOTO_NAMES = ("truck", "dog", "groceries")
 
 
-def _version(distribution: str) -> str | None:
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def conditions() -> dict[str, Any]:
     """What a figure was measured on: machine, threads and library versions."""
     import torch
+
+    from runners.converted import installed_version
 
     cpu = "unknown"
     try:
@@ -53,7 +47,7 @@ def conditions() -> dict[str, Any]:
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "bentoml": _version("bentoml"),  # not imported: the GPU suite runs without it
+        "bentoml": installed_version("bentoml"),  # not imported: the GPU suite runs without it
     }
 
 

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from bench.common import CACHE, TRUCK_PROMPTS, mask_iou, photo_rgb, random_checkpoint, reference_sam, write_result
+from bench.report import best_batch
 
 logger = logging.getLogger("bench.gpu")
 
@@ -192,15 +193,16 @@ def measure_path(path: str, model_type: str, checkpoint, reference: Reference, b
         torch.cuda.empty_cache()
 
 
-def best(paths: dict, name: str) -> float | None:
-    rates = [b["images_per_s"] for b in paths.get(name, {}).get("batches", {}).values() if "images_per_s" in b]
-    return max(rates) if rates else None
+def best(paths: dict, *names: str) -> float | None:
+    """The best images/s measured among ``names`` paths, any batch size."""
+    found = best_batch(paths, names)
+    return found[2] if found else None
 
 
 def ratios(paths: dict) -> dict[str, float]:
     """Ours against each path, best batch against best batch, and batching's gain for ours."""
     result: dict[str, float] = {}
-    ours = max(best(paths, "ours_compiled") or 0.0, best(paths, "ours") or 0.0)
+    ours = best(paths, "ours", "ours_compiled")
     for name in paths if ours else ():
         theirs = best(paths, name)
         if theirs and not name.startswith("ours"):

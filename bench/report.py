@@ -117,20 +117,26 @@ def _rows_everything(result: dict[str, Any]) -> Iterator[tuple[str, str, str, st
                    f"{f['speedup_full']:.2f}x ({f['speedup_cached']:.2f}x decoding)", ">= 1.5x")
 
 
+def best_batch(paths: dict[str, Any], names: tuple[str, ...]) -> tuple[str, str, float] | None:
+    """The fastest (path, batch size, images/s) measured among the GPU suite's ``names`` paths."""
+    measured = [(name, size, b["images_per_s"]) for name in names
+                for size, b in paths.get(name, {}).get("batches", {}).items() if "images_per_s" in b]
+    return max(measured, key=lambda row: row[2], default=None)
+
+
 def _rows_gpu(result: dict[str, Any]) -> Iterator[tuple[str, str, str, str]]:
     published = result["published_segment_anything_fast_a100_images_per_s"]
     for model, figures in result["models"].items():
         paths = figures["paths"]
-        ours = max(((name, size, b["images_per_s"]) for name in ("ours", "ours_compiled") for size, b in
-                    paths.get(name, {}).get("batches", {}).items() if "images_per_s" in b), key=lambda t: t[2], default=None)
+        ours = best_batch(paths, ("ours", "ours_compiled"))
         if ours is None:
             continue
         name, size, rate = ours
         for theirs, label in (("eager_fp32", "eager SAM fp32"), ("eager_bf16", "eager SAM bf16 autocast"),
                               ("sam_fast", "segment-anything-fast (compiled)"), ("sam_fast_eager", "segment-anything-fast (eager)")):
-            rates = [(s, b["images_per_s"]) for s, b in paths.get(theirs, {}).get("batches", {}).items() if "images_per_s" in b]
-            if rates:
-                their_size, their_rate = max(rates, key=lambda t: t[1])
+            found = best_batch(paths, (theirs,))
+            if found:
+                _, their_size, their_rate = found
                 yield (f"encoder img/s on {result['device']}, {name} (batch {size}) vs {label} (batch {their_size}) ({model})",
                        f"{rate:.1f} vs {their_rate:.1f}", f"{rate / their_rate:.2f}x", "")
         if model in published:

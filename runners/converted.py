@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 CONVERTER_VERSION = 7  # bump when the conversion changes, so cached IRs are rebuilt (3: + the mask decoder; 4: attention chunks concatenated; 5: one head a chunk; 6: constants folded at conversion, padding strips at their own size; 7: + the prompt decoder)
 IMAGE_SHAPE = (1, 3, 1024, 1024)
 DECODER_XML = "mask_decoder.xml"
+MANIFEST = "manifest.json"  # how, from what and by which versions a folder was converted
 PROMPT_DECODER_XML = "prompt_decoder.xml"  # runners/prompt_decoder.py; its point labels (SamOnnxModel's):
 PADDING, BACKGROUND, FOREGROUND, BOX_TOP_LEFT, BOX_BOTTOM_RIGHT = -1, 0, 1, 2, 3
 # SEGANY_PRECISION -> the precision of the OpenVINO encoder (CPU only; fp16 is refused on CPU).
@@ -67,7 +68,7 @@ class ConvertedEncoder:
         return self.xml.with_name(PROMPT_DECODER_XML)
 
 
-def _version(distribution: str) -> str:
+def installed_version(distribution: str) -> str:
     """An installed distribution's version, read without importing it (torch takes seconds)."""
     try:
         return importlib.metadata.version(distribution)
@@ -89,9 +90,9 @@ def conversion_key(checkpoint: Path, sha256: str | None, model_type: str, calibr
     if sha256 is None:
         stat = checkpoint.stat()
         sha256 = f"{checkpoint.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
-    parts = [sha256, model_type, _version("openvino"), _version("torch"), str(CONVERTER_VERSION)]
+    parts = [sha256, model_type, installed_version("openvino"), installed_version("torch"), str(CONVERTER_VERSION)]
     if calibration is not None:
-        parts += ["int8", calibration_digest(calibration), _version("nncf")]
+        parts += ["int8", calibration_digest(calibration), installed_version("nncf")]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
 
 
@@ -132,15 +133,14 @@ def served_from_folder(settings: Settings) -> tuple[ResolvedCheckpoint, str] | N
     folder = settings.openvino_dir
     if folder is None or settings.checkpoint is not None:
         return None
-    manifest_path = folder / "manifest.json"
-    if settings.decoder != "auto" or not (_has(folder / PROMPT_DECODER_XML) and manifest_path.is_file()):
+    manifest = read_manifest(folder)
+    if settings.decoder != "auto" or not (_has(folder / PROMPT_DECODER_XML) and manifest):
         raise folder_without_checkpoint(folder)
-    manifest = json.loads(manifest_path.read_text())
     model_type = manifest.get("model_type")
     if settings.model_type and model_type != settings.model_type:
         raise ConfigError(f"SEGANY_OPENVINO_DIR={folder} holds a {model_type} model but SEGANY_MODEL is "
                           f"{settings.model_type}: unset SEGANY_MODEL, or point SEGANY_OPENVINO_DIR at a {settings.model_type} conversion.")
-    return ResolvedCheckpoint(manifest_path, f"SEGANY_OPENVINO_DIR={folder}", manifest.get("checkpoint_sha256")), model_type
+    return ResolvedCheckpoint(folder / MANIFEST, f"SEGANY_OPENVINO_DIR={folder}", manifest.get("checkpoint_sha256")), model_type
 
 
 def folder_without_checkpoint(folder: Path) -> ConfigError:
@@ -154,8 +154,7 @@ def folder_without_checkpoint(folder: Path) -> ConfigError:
 
 def check_prebuilt(folder: Path, precision: str) -> None:
     """An encoder from SEGANY_OPENVINO_DIR is int8 exactly when int8 was asked for."""
-    manifest = folder / "manifest.json"
-    weights = json.loads(manifest.read_text()).get("weights", "float32") if manifest.is_file() else "float32"
+    weights = read_manifest(folder).get("weights", "float32")
     if (weights == "int8") != (precision == "int8"):
         fix = ("set SEGANY_PRECISION=int8" if weights == "int8" else
                "set SEGANY_PRECISION=fp32 (or bf16), or convert again with `segany convert --int8-calibration DIR`")
@@ -183,7 +182,13 @@ def convert_in_child(checkpoint: Path, model_type: str, folder: Path, int8_calib
 
 
 def write_manifest(folder: Path, **fields: object) -> None:
-    (folder / "manifest.json").write_text(json.dumps(fields, indent=2) + "\n")
+    (folder / MANIFEST).write_text(json.dumps(fields, indent=2) + "\n")
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """What :func:`write_manifest` wrote into a converted folder; {} when it holds none (older)."""
+    path = folder / MANIFEST
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _core(converted: ConvertedEncoder) -> Any:

@@ -125,10 +125,14 @@ def test_an_unreadable_checkpoint_with_no_model_type_is_left_to_the_torch_loader
     assert isinstance(pipeline.engine, SamEngine) and pipeline.model_name == "tiny"
 
 
-def baked_folder(converted_cache: Path, target: Path, without: str = "") -> Path:
-    """The converted folder as `segany build` bakes it into the CPU image, with no checkpoint beside it."""
+def baked_folder(converted_cache: Path, checkpoint: Path, target: Path, without: str = "") -> Path:
+    """The checkpoint's converted folder linked into ``target`` (less the files named ``without*``),
+    as `segany build` bakes it into the CPU image: no checkpoint beside it. (Found by its key: other
+    tests convert other checkpoints into the same cache.)"""
+    from runners.converted import converted_encoder
+
     target.mkdir()
-    for path in next((converted_cache / "openvino").iterdir()).iterdir():
+    for path in converted_encoder(converted_cache, checkpoint, None, "tiny").xml.parent.iterdir():
         if not (without and path.name.startswith(without)):
             (target / path.name).symlink_to(path)
     return target
@@ -141,7 +145,7 @@ def test_a_converted_folder_is_served_without_its_checkpoint(tiny_checkpoint, co
     keyed by the checkpoint's digest as when the checkpoint is served."""
     import hashlib
 
-    folder = baked_folder(converted_cache, tmp_path / "openvino")
+    folder = baked_folder(converted_cache, tiny_checkpoint, tmp_path / "openvino")
     code = (
         "import json, os, sys\n"
         "from runners.pipeline import Pipeline\n"
@@ -166,7 +170,7 @@ def test_a_converted_folder_needs_its_checkpoint_where_torch_serves(tiny_checkpo
     set: the named weights are served as before."""
     from runners.converted import served_from_folder
 
-    folder = baked_folder(converted_cache, tmp_path / "openvino")
+    folder = baked_folder(converted_cache, tiny_checkpoint, tmp_path / "openvino")
     bare = Settings(cache_dir=tmp_path / "cache", device="cpu", openvino_dir=folder)
     checkpoint, model_type = served_from_folder(bare)
     assert model_type == "tiny" and checkpoint.path == folder / "manifest.json"
@@ -174,7 +178,7 @@ def test_a_converted_folder_needs_its_checkpoint_where_torch_serves(tiny_checkpo
         served_from_folder(dataclasses.replace(bare, model_type="vit_b"))
     assert served_from_folder(dataclasses.replace(bare, checkpoint=str(tiny_checkpoint))) is None  # named: used
     # where the torch engine would serve, it does not go looking for other weights (an official download, say)
-    older = baked_folder(converted_cache, tmp_path / "older", without="prompt_decoder")
+    older = baked_folder(converted_cache, tiny_checkpoint, tmp_path / "older", without="prompt_decoder")
     for torch_plan in ({"openvino_dir": older}, {"encoder": "torch"}, {"decoder": "torch"}):
         with pytest.raises(ConfigError, match="set SEGANY_CHECKPOINT to the checkpoint it was converted from"):
             Pipeline(dataclasses.replace(bare, **torch_plan)).load()
@@ -325,12 +329,7 @@ def test_a_folder_without_a_prompt_decoder_is_served_by_the_torch_engine(no_nvid
     from runners.engine_types import Prompts
     from runners.sam import SamEngine
 
-    current = next((converted_cache / "openvino").iterdir())
-    older = tmp_path / "older"
-    older.mkdir()
-    for path in current.iterdir():
-        if not path.name.startswith("prompt_decoder"):
-            (older / path.name).symlink_to(path)
+    older = baked_folder(converted_cache, tiny_checkpoint, tmp_path / "older", without="prompt_decoder")
     pipelines = {}
     for name, settings in [("older", tiny_settings(tiny_checkpoint, tmp_path / "cache", openvino_dir=older)),
                            ("current", tiny_settings(tiny_checkpoint, converted_cache))]:
