@@ -5,8 +5,8 @@
 
 Steps: ``bentoml build`` (bentofile.yaml; its Dockerfile template is deploy/image/Dockerfile.j2),
 ``bentoml containerize`` with the variant as build arguments, and, with ``--bake-weights``, a
-thin layer on top that holds the checkpoint (so the heavy layers stay shared between
-variants). Then the image's reference, digest and size are printed, the size is checked
+thin layer on top that holds the model (deploy/bake.py; the heavy layers stay shared
+between variants). Then the image's reference, digest and size are printed, the size is checked
 against SageMaker's and Cloud Run's limits (:func:`check_image`), and ``--oci-archive``
 writes an OCI archive that ``skopeo copy oci-archive:... docker://...`` pushes anywhere.
 """
@@ -25,6 +25,7 @@ from importlib import metadata
 from pathlib import Path
 
 from deploy import base_image
+from deploy.bake import bake_command, bake_containerfile
 from deploy.limits import CLOUD_RUN, GB, SAGEMAKER
 from deploy.oci import ImageInfo, export_oci_archive, inspect_image
 from runners.errors import ConfigError
@@ -36,45 +37,10 @@ DEVICES = ("cpu", "cuda")
 DEFAULT_IMAGE = "segment-anywhere"
 OFFICIAL_BASE = "docker.io/library/python:3.11-slim-bookworm"
 CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
-OPENVINO_DIR = "/opt/segany/openvino"  # the converted model, baked in place of the weights (CPU variant)
-WEIGHTS_DIR = "/opt/segany/weights"  # not /opt/ml/model: SageMaker mounts the model artifact over that
 CA_SECRET_ID = "segany-ca"
 PINNED = ("torch", "torchvision", "openvino")  # pinned to this environment's versions by default
 # Cloud Run sets no image size limit; past this, our guidance is to expect slow deploys and cold starts.
 CLOUD_RUN_LARGE_IMAGE = 4 * GB
-# segany build --bake-weights (CUDA variant): the checkpoint as one thin layer over the image without weights.
-BAKE_CONTAINERFILE = """\
-ARG SEGANY_IMAGE
-FROM ${SEGANY_IMAGE}
-ARG WEIGHTS
-# Not named SEGANY_MODEL: the image's ENV of that name would win over a build argument.
-ARG MODEL_TYPE
-COPY ${WEIGHTS} %(dir)s/${WEIGHTS}
-ENV SEGANY_CHECKPOINT=%(dir)s/${WEIGHTS} SEGANY_MODEL=${MODEL_TYPE}
-""" % {"dir": WEIGHTS_DIR}
-# The CPU variant: the encoder and decoders converted to OpenVINO in a build stage, so no container
-# start ever converts them, and only the converted folder in the image. The torch-free engine needs
-# nothing else (runners/converted.py, served_from_folder), and the checkpoint beside it weighed as
-# much again: vit_h 2.56 GB, which took a baked vit_h image over SageMaker Serverless' 10 GB.
-BAKE_CONVERTED_CONTAINERFILE = """\
-ARG SEGANY_IMAGE
-FROM ${SEGANY_IMAGE} AS convert
-ARG WEIGHTS
-USER root
-COPY ${WEIGHTS} /tmp/weights/${WEIGHTS}
-RUN segany convert --checkpoint /tmp/weights/${WEIGHTS} --out %(openvino)s
-
-FROM ${SEGANY_IMAGE}
-ARG MODEL_TYPE
-COPY --from=convert %(openvino)s %(openvino)s
-ENV SEGANY_MODEL=${MODEL_TYPE} SEGANY_OPENVINO_DIR=%(openvino)s
-""" % {"openvino": OPENVINO_DIR}
-
-
-def bake_containerfile(device: str) -> str:
-    return BAKE_CONVERTED_CONTAINERFILE if device == "cpu" else BAKE_CONTAINERFILE
-
-
 @dataclass(frozen=True)
 class BuildOptions:
     project: Path = Path(".")
@@ -89,6 +55,7 @@ class BuildOptions:
     torch_index_url: str | None = None
     constraints: tuple[str, ...] = ()  # requirements every install satisfies (a name here replaces its pin)
     pin: bool = True  # pin torch and torchvision to this environment's versions
+    keep_torch: bool = False  # cpu with baked weights: keep torch in the final image (default: left out)
     ca_bundle: Path | None = None  # handed to the build as a secret, never stored in the image
     oci_archive: Path | None = None
     debian_mirror: str = base_image.DEFAULT_MIRROR
@@ -100,6 +67,12 @@ class Variant:
     device: str
     baked_weights: bool
     torch_index_url: str | None = None
+    torch: bool = True  # False: the image serves its converted model without torch (cpu, baked)
+
+    @staticmethod
+    def of(options: BuildOptions) -> Variant:
+        return Variant(options.device, options.bake_weights is not None, options.torch_index_url,
+                       torch=not leaves_out_torch(options))
 
 
 @dataclass(frozen=True)
@@ -121,6 +94,7 @@ class BuildResult:
     base: str
     findings: list[Finding]
     unbaked: ImageInfo | None = None
+    runtime: ImageInfo | None = None  # the image without torch that the baked one is built on
     archive: Path | None = None
     archive_digest: str | None = None
     archive_bytes: int | None = None
@@ -166,8 +140,11 @@ def _shrink_fixes(variant: Variant) -> tuple[str, ...]:
                      "or from /opt/ml/model (segany package-model)")
     if variant.device == "cuda":
         fixes.append("build the CPU variant: --device cpu")
-    elif variant.torch_index_url is None:
-        fixes.append(f"take CPU-only torch wheels: --torch-index-url {CPU_TORCH_INDEX}")
+    elif variant.torch:
+        fixes.append("drop --keep-torch: the converted model serves without torch (4.6 GB less)" if variant.baked_weights
+                     else "bake the model: --bake-weights converts it at build time, and the image leaves torch out")
+        if variant.torch_index_url is None:
+            fixes.append(f"take CPU-only torch wheels: --torch-index-url {CPU_TORCH_INDEX}")
     return tuple(fixes)
 
 
@@ -216,6 +193,16 @@ def image_refs(options: BuildOptions, model: str | None) -> tuple[str, str]:
     return unbaked, options.tag or final
 
 
+def leaves_out_torch(options: BuildOptions) -> bool:
+    """A cpu image with baked weights serves them converted, with OpenVINO alone: built, unless
+    --keep-torch, on the image without torch (``NAME:cpu-slim``, build argument SEGANY_TORCH=0)."""
+    return options.device == "cpu" and options.bake_weights is not None and not options.keep_torch
+
+
+def slim_ref(options: BuildOptions) -> str:
+    return f"{options.image}:{options.device}-slim"
+
+
 def merge_constraints(pins: tuple[str, ...], given: tuple[str, ...]) -> tuple[str, ...]:
     """``given`` plus the pins of packages ``given`` does not name."""
     named = {_requirement_name(requirement) for requirement in given}
@@ -252,14 +239,6 @@ def containerize_command(bento_tag: str, backend: str, ref: str, args: dict[str,
     if iidfile is not None and backend != "docker":  # docker's iidfile holds the config digest too, but not in all builders
         command += ["--opt", f"iidfile={iidfile}"]
     return command
-
-
-def bake_command(backend: str, context: Path, unbaked_ref: str, ref: str, weights_name: str, model: str,
-                 platform: str) -> list[str]:
-    base = [backend, "build"] if backend != "buildah" else ["buildah", "bud"]
-    return [*base, "--platform", platform, "-f", str(context / "Containerfile"), "-t", ref,
-            "--build-arg", f"SEGANY_IMAGE={unbaked_ref}", "--build-arg", f"WEIGHTS={weights_name}",
-            "--build-arg", f"MODEL_TYPE={model}", str(context)]
 
 
 def model_type_of(checkpoint: Path) -> str:
@@ -304,6 +283,8 @@ def _official_reachable(backend: str) -> bool:
 def build(options: BuildOptions) -> BuildResult:
     if options.device not in DEVICES:
         raise ConfigError(f"--device {options.device!r}: use cpu or cuda.")
+    if options.keep_torch and (options.device != "cpu" or options.bake_weights is None):
+        raise ConfigError("--keep-torch is for --device cpu with --bake-weights (every other image has torch): drop it.")
     if options.bake_weights is not None and not options.bake_weights.is_file():
         raise ConfigError(f"--bake-weights {options.bake_weights}: no such file.")
     if options.ca_bundle is not None and not options.ca_bundle.is_file():
@@ -326,17 +307,23 @@ def build(options: BuildOptions) -> BuildResult:
                                   platform=options.platform, ca_bundle=options.ca_bundle, iidfile=iidfile),
              env, steps, cwd=Path(tempfile.gettempdir()))  # BentoML 1.4.36+ resolves the template against cwd (#5566)
         unbaked = inspect_image(backend, unbaked_ref)  # raises if the build did not produce it
+        runtime = None
+        if leaves_out_torch(options):  # the same bento without torch: the cpu bake's final stage
+            _run(containerize_command(bento_tag, backend, slim_ref(options), {**build_args(options, base_ref), "SEGANY_TORCH": "0"},
+                                      platform=options.platform, ca_bundle=options.ca_bundle),
+                 env, steps, cwd=Path(tempfile.gettempdir()))
+            runtime = inspect_image(backend, slim_ref(options))
         if options.bake_weights is not None and model is not None:
             context = Path(tmp) / "weights"
             context.mkdir()
             (context / "Containerfile").write_text(bake_containerfile(options.device))
             _link_or_copy(options.bake_weights, context / options.bake_weights.name)
-            _run(bake_command(backend, context, unbaked_ref, ref, options.bake_weights.name, model, options.platform),
-                 env, steps)
+            _run(bake_command(backend, context, unbaked_ref, ref, options.bake_weights.name, model, options.platform,
+                              runtime.ref if runtime else None), env, steps)
     image = inspect_image(backend, ref)
-    variant = Variant(options.device, options.bake_weights is not None, options.torch_index_url)
+    variant = Variant.of(options)
     result = BuildResult(image, variant, base_ref, check_image(image.size_bytes, variant),
-                         unbaked=unbaked if ref != unbaked_ref else None, steps=steps)
+                         unbaked=unbaked if ref != unbaked_ref else None, runtime=runtime, steps=steps)
     if options.oci_archive is not None:
         result.archive = options.oci_archive
         result.archive_digest, result.archive_bytes = export_oci_archive(backend, ref, options.oci_archive, env)
@@ -347,16 +334,26 @@ def report(result: BuildResult) -> str:
     image = result.image
     lines = [f"image   {image.ref}", f"id      {image.image_id}", f"digest  {image.digest or '(none until pushed)'}",
              f"size    {_gb(image.size_bytes)} uncompressed ({image.size_bytes} bytes)",
-             f"variant {result.variant.device}, weights {'baked' if result.variant.baked_weights else 'fetched at start'}",
+             f"variant {result.variant.device}, weights {_weights(result.variant)}",
              f"base    {result.base}"]
     if result.unbaked is not None:
         lines.append(f"without weights {result.unbaked.ref}: {_gb(result.unbaked.size_bytes)}")
+    if result.runtime is not None:
+        lines.append(f"without torch   {result.runtime.ref}: {_gb(result.runtime.size_bytes)} (what the baked image is built on)")
     if result.archive is not None:
         lines.append(f"archive {result.archive} ({_gb(result.archive_bytes or 0)} compressed, "
                      f"manifest {result.archive_digest}); push: skopeo copy oci-archive:{result.archive} docker://REGISTRY/NAME:TAG")
     lines.append("limits (checked on the uncompressed size):")
     lines.extend(str(finding) for finding in result.findings)
     return "\n".join(lines)
+
+
+def _weights(variant: Variant) -> str:
+    if not variant.baked_weights:
+        return "fetched at start"
+    if variant.device == "cuda":
+        return "baked (the checkpoint, for torch)"
+    return "baked (converted to OpenVINO), " + ("torch kept (--keep-torch)" if variant.torch else "no torch in the image")
 
 
 def _bento_tag(output: str) -> str:

@@ -122,6 +122,9 @@ def package_model(checkpoint: str, out: Path, model_type: str | None) -> None:
               help="A requirement every install in the image satisfies (repeatable), e.g. 'numpy<3'. torch, "
                    "torchvision and openvino are pinned to this environment's versions unless named here.")
 @click.option("--no-pin", is_flag=True, help="No default torch/torchvision/openvino pins: the newest the index has.")
+@click.option("--keep-torch", is_flag=True,
+              help="cpu with --bake-weights: keep torch in the image (for SEGANY_ENCODER/SEGANY_DECODER=torch with "
+                   "SEGANY_CHECKPOINT). Default: left out (4.6 GB); the converted model serves without it.")
 @click.option("--ca-bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="CA bundle for reaching the package index during the build (a build secret; never in the image).")
 @click.option("--oci-archive", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -131,7 +134,7 @@ def package_model(checkpoint: str, out: Path, model_type: str | None) -> None:
 @click.option("--project", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="The project directory (bentofile.yaml). Default: where service.py is.")
 def build(backend, device, bake_weights, model_type, image, tag, platform, base, torch_index_url, constraints,  # type: ignore[no-untyped-def]
-          no_pin, ca_bundle, oci_archive, debian_mirror, rebuild_base, project) -> None:
+          no_pin, keep_torch, ca_bundle, oci_archive, debian_mirror, rebuild_base, project) -> None:
     """Build the OCI image (bentoml build + containerize) and check it against each target's limits."""
     from deploy.build import BuildOptions, build as build_image, report
 
@@ -143,7 +146,7 @@ def build(backend, device, bake_weights, model_type, image, tag, platform, base,
     options = BuildOptions(
         project=project, backend=backend, device=device, bake_weights=bake_weights, model_type=model_type,
         image=image, tag=tag, platform=platform, base=base, torch_index_url=torch_index_url,
-        constraints=tuple(constraints), pin=not no_pin, ca_bundle=ca_bundle,
+        constraints=tuple(constraints), pin=not no_pin, keep_torch=keep_torch, ca_bundle=ca_bundle,
         oci_archive=oci_archive, debian_mirror=debian_mirror, rebuild_base=rebuild_base,
     )
     result = _run(lambda: build_image(options))
@@ -159,9 +162,16 @@ def build(backend, device, bake_weights, model_type, image, tag, platform, base,
               help="Quantize to int8 (needs nncf), calibrated on the photos in this folder; serve with SEGANY_PRECISION=int8.")
 def convert(checkpoint: Path, out: Path, model_type: str | None, int8_calibration: Path | None) -> None:
     """Convert the image encoder to OpenVINO ahead of time (e.g. while building an image)."""
-    from runners.convert import convert as run_conversion
+    from runners.converted import torch_available, without_torch
 
-    _run(lambda: run_conversion(checkpoint, model_type, out, int8_calibration))
+    def conversion() -> None:
+        if not torch_available():  # the cpu image with baked weights
+            raise without_torch("segany convert", "run it where torch is installed")
+        from runners.convert import convert as run_conversion
+
+        run_conversion(checkpoint, model_type, out, int8_calibration)
+
+    _run(conversion)
     logger.info("converted; serve with SEGANY_OPENVINO_DIR=%s%s", out, " SEGANY_PRECISION=int8" if int8_calibration else "")
 
 

@@ -51,6 +51,31 @@ def openvino_available() -> bool:
     return importlib.util.find_spec("openvino") is not None
 
 
+def torch_available() -> bool:
+    """False in a cpu image with baked weights (deploy/build.py leaves torch out of it)."""
+    return importlib.util.find_spec("torch") is not None
+
+
+def torch_needed_by(settings: Settings) -> ConfigError:
+    """The error where loading left the torch-free plan and torch is missing, naming what left it."""
+    named = [f"{name}={value}" for name, value, torch_only in (
+        ("SEGANY_ENCODER", settings.encoder, settings.encoder == "torch"),
+        ("SEGANY_DECODER", settings.decoder, settings.decoder == "torch"),
+        ("SEGANY_ATTENTION", settings.attention, settings.attention == "sdpa"),
+        ("SEGANY_DEVICE", settings.device, settings.device == "cuda"),
+        ("SEGANY_PRECISION", settings.precision, settings.precision not in OPENVINO_PRECISIONS)) if torch_only]
+    if named:
+        return without_torch(" and ".join(named))
+    return without_torch("this model (a checkpoint of unknown shape, or a folder converted without its prompt decoder)",
+                         "convert it where torch is installed (`segany convert`) and point SEGANY_OPENVINO_DIR at the folder")
+
+
+def without_torch(what: str, fix: str = "unset it") -> ConfigError:
+    """The error where ``what`` needs torch and this installation has none."""
+    return ConfigError(f"{what} needs torch, which this installation leaves out (a cpu image with baked weights serves "
+                       f"its converted model with OpenVINO alone): {fix}, or rebuild the image with `segany build --keep-torch`.")
+
+
 @dataclass(frozen=True)
 class ConvertedEncoder:
     """Where a converted encoder lives: ``xml`` (+ its .bin), and OpenVINO's compiled-model cache
@@ -135,7 +160,7 @@ def served_from_folder(settings: Settings) -> tuple[ResolvedCheckpoint, str] | N
         return None
     manifest = read_manifest(folder)
     if settings.decoder != "auto" or not (_has(folder / PROMPT_DECODER_XML) and manifest):
-        raise folder_without_checkpoint(folder)
+        raise folder_without_checkpoint(folder) if torch_available() else torch_needed_by(settings)
     model_type = manifest.get("model_type")
     if settings.model_type and model_type != settings.model_type:
         raise ConfigError(f"SEGANY_OPENVINO_DIR={folder} holds a {model_type} model but SEGANY_MODEL is "
@@ -163,6 +188,9 @@ def check_prebuilt(folder: Path, precision: str) -> None:
 
 def convert_in_child(checkpoint: Path, model_type: str, folder: Path, int8_calibration: Path | None = None) -> None:
     """Run the conversion in a child process: its memory is returned to the system when it exits."""
+    if not torch_available():
+        raise without_torch(f"converting {checkpoint.name} to OpenVINO",
+                            "point SEGANY_OPENVINO_DIR at the folder `segany convert` wrote (the image's /opt/segany/openvino)")
     command = [sys.executable, "-m", "runners.convert", "--checkpoint", str(checkpoint),
                "--model-type", model_type, "--out", str(folder)]
     if int8_calibration:

@@ -29,6 +29,7 @@ import numpy as np
 
 from . import responses
 from .cache import CachedImage, EmbeddingCache
+from .converted import torch_available, torch_needed_by
 from .converted_engine import ConvertedEngine
 from .engine_types import ImageEmbedding, PreparedImage, Prompts
 from .errors import ImageNotFound, NotReady, Overloaded, PromptError, SegAnyError
@@ -97,6 +98,8 @@ class Pipeline:
             name, backend, precision, decoder, device = early.model_type, "openvino", early.precision, "openvino", "cpu"
             attention = "exact"
         else:
+            if not torch_available():
+                raise torch_needed_by(settings)
             from .torch_loading import load_torch_engine  # imports torch
 
             loaded = load_torch_engine(settings, early)

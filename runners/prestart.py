@@ -36,7 +36,7 @@ from typing import Any
 
 from .checkpoint_shapes import spec_of_file
 from .checkpoints import ResolvedCheckpoint, resolve_checkpoint
-from .converted import OPENVINO_PRECISIONS, compile_for, openvino_available, served_from_folder
+from .converted import OPENVINO_PRECISIONS, compile_for, openvino_available, served_from_folder, torch_available
 from .server_logging import hold, release
 from .settings import Settings
 from .specs import get_spec
@@ -119,8 +119,8 @@ def prestart(settings: Settings) -> Prestart | None:
     """Start the torch-free half of loading now, or None when its plan needs torch to decide."""
     if settings.encoder == "torch" or settings.attention == "sdpa" or settings.precision not in OPENVINO_PRECISIONS:
         return None
-    if settings.device == "cuda" or (settings.device == "auto" and nvidia_driver_present()):
-        return None
+    if settings.device == "cuda" or (settings.device == "auto" and nvidia_driver_present() and torch_available()):
+        return None  # without torch (a baked cpu image on a GPU host) auto can only mean the CPU
     if not openvino_available():
         return None  # auto falls back to torch; openvino reports the missing package at load
     return Prestart(settings, OPENVINO_PRECISIONS[settings.precision])

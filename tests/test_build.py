@@ -16,6 +16,7 @@ from deploy.build import BuildOptions, Finding, Variant, check_image
 from deploy.image import install
 from deploy.limits import GB, SAGEMAKER
 from deploy.oci import archive_manifest, export_command, image_info
+from runners.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -119,6 +120,10 @@ def test_image_refs_and_bake_command(tmp_path: Path) -> None:
                                  "tiny.pth", "tiny", "linux/amd64")
     assert command[:2] == ["buildah", "bud"] and command[-1] == str(tmp_path)
     assert "SEGANY_IMAGE=segment-anywhere:cpu" in command and "MODEL_TYPE=tiny" in command
+    assert "SEGANY_RUNTIME_IMAGE=segment-anywhere:cpu" in command  # torch kept: the same image
+    slim = build.bake_command("buildah", tmp_path, "segment-anywhere:cpu", "segment-anywhere:cpu-tiny",
+                              "tiny.pth", "tiny", "linux/amd64", "segment-anywhere:cpu-slim")
+    assert "SEGANY_IMAGE=segment-anywhere:cpu" in slim and "SEGANY_RUNTIME_IMAGE=segment-anywhere:cpu-slim" in slim
     assert build.bake_command("docker", tmp_path, "a", "b", "w.pth", "vit_b", "linux/amd64")[:2] == ["docker", "build"]
     # CUDA: the checkpoint as a layer, for the torch engine
     cuda = build.bake_containerfile("cuda")
@@ -128,10 +133,30 @@ def test_image_refs_and_bake_command(tmp_path: Path) -> None:
     cpu = build.bake_containerfile("cpu")
     converting, final = cpu.split("\n\n")
     assert "AS convert" in converting and "segany convert --checkpoint /tmp/weights/${WEIGHTS} --out /opt/segany/openvino" in converting
+    assert "FROM ${SEGANY_IMAGE} AS convert" in converting and final.startswith("FROM ${SEGANY_RUNTIME_IMAGE}\n")
     assert "COPY --from=convert /opt/segany/openvino /opt/segany/openvino" in final
     assert "SEGANY_OPENVINO_DIR=/opt/segany/openvino" in final and "SEGANY_CHECKPOINT" not in final
     assert "WEIGHTS" not in final and "USER" not in final
     assert "/opt/ml/model" not in cpu + cuda
+
+
+def test_only_the_cpu_bake_leaves_torch_out(tmp_path: Path) -> None:
+    weights = tmp_path / "w.pth"
+    assert build.leaves_out_torch(BuildOptions(bake_weights=weights))
+    assert build.slim_ref(BuildOptions(image="r/seg")) == "r/seg:cpu-slim"
+    for kept in (BuildOptions(), BuildOptions(bake_weights=weights, keep_torch=True),
+                 BuildOptions(device="cuda", bake_weights=weights)):
+        assert not build.leaves_out_torch(kept) and Variant.of(kept).torch
+    assert not Variant.of(BuildOptions(bake_weights=weights)).torch
+    for pointless in (BuildOptions(keep_torch=True), BuildOptions(device="cuda", bake_weights=weights, keep_torch=True)):
+        with pytest.raises(ConfigError, match="--keep-torch is for --device cpu with --bake-weights"):
+            build.build(pointless)
+    # the fixes a too-large cpu image is told: bake (no torch then), or drop --keep-torch
+    fixes = {variant: " | ".join(by_target(check_image(11 * GB, variant))["SageMaker Serverless"].fixes)
+             for variant in (Variant("cpu", False), Variant("cpu", True, torch=True), Variant("cpu", True, torch=False))}
+    assert "--bake-weights converts it at build time" in fixes[Variant("cpu", False)]
+    assert "drop --keep-torch" in fixes[Variant("cpu", True, torch=True)]
+    assert "torch" not in fixes[Variant("cpu", True, torch=False)]
 
 
 def test_model_type_of_baked_weights(tiny_checkpoint: Path) -> None:
@@ -200,6 +225,17 @@ def test_installer_plan() -> None:
     pins = install.pins_from_freeze(freeze)
     assert pins == ["torch==2.14.1+cpu", "torchvision==0.29.1+cpu"]
     assert install.pin_installed(["torch==2.14.1", "numpy<3"], pins) == ["numpy<3", *pins]
+    import tomllib
+
+    assert list(install.BUILD_REQUIRES) == tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
+    # SEGANY_TORCH=0: torch, torchvision and segment-anything dropped everywhere (cpu only), no torch index used
+    without = install.override_lines({"SEGANY_DEVICE": "cpu", "SEGANY_TORCH": "0"})
+    assert [line.split(" ;")[0] for line in without] == ["triton", "torch", "torchvision", "segment-anything"]
+    assert install.torch_preinstall({"SEGANY_TORCH_INDEX_URL": "https://download.pytorch.org/whl/cpu", "SEGANY_TORCH": "0"}) is None
+    assert install.override_lines({"SEGANY_TORCH": "1"}) == install.override_lines({})
+    for wrong in ({"SEGANY_DEVICE": "cuda", "SEGANY_TORCH": "0"}, {"SEGANY_TORCH": "no"}):
+        with pytest.raises(SystemExit):
+            install.override_lines(wrong)
 
 
 def test_dockerfile_template_contract() -> None:

@@ -85,7 +85,7 @@ def image(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> It
         yield BuiltImage(build.stdout, bundle / "rootfs", _image_config(layout), archive)
     finally:
         shutil.rmtree(work, ignore_errors=True)  # gigabytes: do not leave them to pytest's basetemp rotation
-        for tag in ("cpu", "cpu-tiny"):
+        for tag in ("cpu", "cpu-slim", "cpu-tiny"):
             subprocess.run(["buildah", "rmi", f"{IMAGE}:{tag}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -177,6 +177,21 @@ def test_build_reports_reference_digest_size_and_limits(image: BuiltImage) -> No
     assert f"image   {IMAGE}:cpu-tiny" in report
     assert "digest  sha256:" in report and "uncompressed" in report and "archive " in report
     assert "SageMaker Serverless" in report and "Cloud Run" in report
+    assert "no torch in the image" in report and f"without torch   {IMAGE}:cpu-slim" in report
+
+
+def test_the_baked_cpu_image_carries_no_torch(image: BuiltImage) -> None:
+    """Built on the image without torch (SEGANY_TORCH=0): no torch, torchvision, segment_anything or
+    nvidia-* libraries in it; the image with torch, which converted the model, is at least 1 GB larger
+    (PyPI's torch is 1.2 GB and its CUDA libraries 3.4 GB; CPU-only wheels 0.7 GB)."""
+    site = next((image.rootfs / "app/.venv/lib").glob("python3*/site-packages"))
+    for package in ("torch", "torchvision", "segment_anything", "nvidia", "triton"):
+        assert not (site / package).exists(), package
+    assert (site / "openvino").is_dir() and (site / "bentoml").is_dir()
+    sizes = {line.split()[2].rstrip(":"): float(line.split()[3]) for line in image.report.splitlines()
+             if line.startswith(("without weights", "without torch"))}
+    final = float(next(line.split()[1] for line in image.report.splitlines() if line.startswith("size")))
+    assert final < sizes[f"{IMAGE}:cpu"] - 1.0 and final < sizes[f"{IMAGE}:cpu-slim"] + 0.1, (final, sizes)
 
 
 def test_image_config_is_the_contract(image: BuiltImage) -> None:

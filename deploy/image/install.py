@@ -10,9 +10,15 @@ uv is installed and /app/.venv exists. It reads the variant from the build argum
   what it installed is then pinned, so the rest of the install cannot swap it for PyPI's.
 - ``SEGANY_PIP_CONSTRAINTS``: requirements every install must satisfy (segany build pins
   torch and torchvision to the versions it was tested with).
+- ``SEGANY_TORCH``: ``1`` (default) or ``0``, cpu only: leave out torch, torchvision and
+  segment-anything (and, with them, the nvidia-* libraries PyPI's torch pulls in: 4.6 GB). Such
+  an image serves a model converted ahead of time (``SEGANY_OPENVINO_DIR``) with OpenVINO alone,
+  and nothing else: segany build uses it under ``--bake-weights`` on cpu.
 
-then runs the bento's own ``env/python/install.sh`` (requirements.txt and bentoml) and checks
-that the service's imports load.
+then runs the bento's own ``env/python/install.sh`` (requirements.txt and bentoml), installs
+the project's build backend (the Dockerfile's next step installs the service's code with
+``--no-build-isolation``; PyPI's torch used to bring setuptools along), and checks that the
+service's imports load.
 """
 
 from __future__ import annotations
@@ -29,19 +35,40 @@ WORK = Path("/tmp/segany-install")
 TORCH_PACKAGES = ("torch", "torchvision")
 # On CPU these are dead weight: torch loads and runs without them.
 CPU_EXCLUDED = ("triton",)
+# pyproject.toml's [build-system] requires (tests/test_build.py checks that they agree).
+BUILD_REQUIRES = ("setuptools>=68",)
+# What only the torch engine and `segany convert` import (SEGANY_TORCH=0 leaves them out).
+TORCH_STACK = (*TORCH_PACKAGES, "segment-anything")
 IMPORT_CHECK = "import torch, torchvision, segment_anything, bentoml, cv2, pycocotools; print('torch', torch.__version__)"
+# Without torch: the torch-free engine's imports load, and torch is really gone.
+IMPORT_CHECK_WITHOUT_TORCH = ("import importlib.util, bentoml, cv2, pycocotools, openvino\n"
+                              "if importlib.util.find_spec('torch'):\n    raise SystemExit('torch is still installed')\n"
+                              "print('no torch; openvino', openvino.__version__)")
 
 
 def constraint_lines(env: Mapping[str, str]) -> list[str]:
     return env.get("SEGANY_PIP_CONSTRAINTS", "").split()
 
 
+def with_torch(env: Mapping[str, str]) -> bool:
+    value = env.get("SEGANY_TORCH", "1").strip().lower() or "1"
+    if value not in ("0", "1"):
+        raise SystemExit(f"SEGANY_TORCH={value!r}: use 1 (torch in the image) or 0 (a converted model only, cpu)")
+    return value == "1"
+
+
 def override_lines(env: Mapping[str, str]) -> list[str]:
-    """uv overrides that drop a dependency everywhere (a marker that is never true)."""
+    """uv overrides that drop a dependency everywhere, direct requirements included (a marker
+    that is never true)."""
     device = env.get("SEGANY_DEVICE", "cpu").strip().lower() or "cpu"
     if device not in ("cpu", "cuda"):
         raise SystemExit(f"SEGANY_DEVICE={device!r}: use cpu or cuda")
-    return [f"{name} ; sys_platform == 'never'" for name in CPU_EXCLUDED] if device == "cpu" else []
+    if device == "cuda":
+        if not with_torch(env):
+            raise SystemExit("SEGANY_TORCH=0 is for the cpu variant: on GPUs the torch engine serves")
+        return []
+    excluded = CPU_EXCLUDED if with_torch(env) else (*CPU_EXCLUDED, *TORCH_STACK)
+    return [f"{name} ; sys_platform == 'never'" for name in excluded]
 
 
 def torch_preinstall(env: Mapping[str, str]) -> list[str] | None:
@@ -51,7 +78,7 @@ def torch_preinstall(env: Mapping[str, str]) -> list[str] | None:
     that has it, so torch comes from the given index and only what it lacks from PyPI.
     """
     index = env.get("SEGANY_TORCH_INDEX_URL", "").strip()
-    if not index:
+    if not index or not with_torch(env):
         return None
     return ["uv", "pip", "install", "--python", VENV_PYTHON, "--extra-index-url", index, *TORCH_PACKAGES]
 
@@ -96,7 +123,9 @@ def main(env: Mapping[str, str] = os.environ) -> None:
         run_env["UV_CONSTRAINT"] = _write(WORK / "constraints.txt", constraints)
 
     subprocess.run(["bash", "env/python/install.sh"], env=run_env, check=True)
-    subprocess.run([VENV_PYTHON, "-c", IMPORT_CHECK], env=run_env, check=True)
+    subprocess.run(["uv", "pip", "install", "--python", VENV_PYTHON, *BUILD_REQUIRES], env=run_env, check=True)
+    subprocess.run([VENV_PYTHON, "-c", IMPORT_CHECK if with_torch(env) else IMPORT_CHECK_WITHOUT_TORCH],
+                   env=run_env, check=True)
     for path in WORK.iterdir():
         path.unlink()
     WORK.rmdir()
