@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
-from .checkpoint_shapes import spec_of_file
+from .checkpoint_shapes import UnreadableShapes, tensor_shapes
 from .errors import CheckpointError
 from .specs import IMAGE_SIZE, PIXEL_MEAN, PIXEL_STD, ModelSpec, spec_from_shapes
 
@@ -100,10 +100,12 @@ def spec_of(state_dict: dict[str, torch.Tensor]) -> ModelSpec | None:
 
 def checkpoint_spec(path: Path) -> ModelSpec | None:
     """The registered model whose shape a checkpoint file has: read without loading it where
-    runners/checkpoint_shapes.py can, else by torch (which raises what it raises)."""
-    spec = spec_of_file(path)
-    if spec is not None:
-        return spec
+    runners/checkpoint_shapes.py can (a shape it read and no model fits is None, not read again),
+    else by torch (which raises what it raises)."""
+    try:
+        return spec_from_shapes(tensor_shapes(path))
+    except UnreadableShapes:
+        pass
     state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
     return spec_of(state.get("model", state) if isinstance(state, dict) else {})
 

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from runners.checkpoint_shapes import UnreadableShapes, spec_of_file, tensor_shapes
-from runners.models import build_sam, spec_of
+from runners import models
+from runners.models import build_sam, checkpoint_spec, spec_of
 from runners.specs import MODEL_SPECS, spec_from_shapes
 
 
@@ -60,6 +61,17 @@ def test_what_is_not_a_plain_state_dict_is_left_to_torch(tiny_checkpoint, tmp_pa
     with pytest.raises(UnreadableShapes, match="torch.nn.modules.linear.Linear"):
         tensor_shapes(module)
     assert spec_of(torch.load(legacy, weights_only=True)).name == "tiny"  # torch can, and decides
+
+
+def test_checkpoint_spec_loads_with_torch_only_what_it_cannot_read(tiny_checkpoint, tmp_path, monkeypatch):
+    """A file read without torch is decided there, a shape no model fits included (None)."""
+    unknown = tmp_path / "unknown.pth"
+    torch.save({"something": torch.zeros(3)}, unknown)
+    loads = []
+    real_load = torch.load
+    monkeypatch.setattr(models.torch, "load", lambda *args, **kwargs: loads.append(args[0]) or real_load(*args, **kwargs))
+    assert checkpoint_spec(tiny_checkpoint).name == "tiny" and checkpoint_spec(unknown) is None
+    assert loads == []
 
 
 class _Payload:
