@@ -1,24 +1,33 @@
-"""Leaner forms of SAM's image-encoder attention, same arithmetic as the original.
+"""Leaner forms of SAM's image-encoder blocks, same arithmetic as the original.
 
-- :func:`lean_attention` (global-attention blocks; the torch encoder and the converted one):
-  SAM's ``Attention.forward`` materialises the whole score matrix of every head at once: for
-  vit_h's global-attention blocks that is 16 x 4096 x 4096 float32 = 1 GiB, and adding the
-  relative-position terms and the softmax make two more, so one image peaks about 3 GiB above
-  the weights (the reason a vit_h server outgrows SageMaker Serverless' 6 GB). Here the heads
-  are processed a few at a time; every operation per head is the one SAM does, so results are
-  the same (the tests compare embeddings bit for bit), while the peak drops to a few hundred MB.
-- :func:`unpadded_window_block` (windowed blocks): SAM pads the 64 x 64 token grid with zero
-  tokens to a multiple of the window (70 x 70 for 14) and runs attention's ``qkv`` and ``proj``
-  linear layers on all 4900 rows, 20% more than the 4096 real ones. A zero token's ``qkv`` is
-  exactly ``qkv``'s bias, and ``proj``'s padded rows are cropped away unread, so here ``qkv``
-  runs on the real tokens, the padded positions get the bias, and ``proj`` runs after
-  cropping: a sixth less linear-layer work in those blocks. Each row is the same product of
-  the same weights, and on CPU the embedding stays bit-identical (the tests compare it).
+:func:`lean_block` replaces ``Block.forward`` (:func:`use_lean_encoder` routes every block
+through it; the torch encoder and the OpenVINO conversion use it):
 
-:func:`use_lean_encoder` applies both; the torch encoder and the OpenVINO conversion use it. The
-conversion takes one head per chunk (:data:`CONVERTED_HEADS_PER_CHUNK`): OpenVINO runs each chunk
-as one fused attention kernel, and a head's relative-position term (4096 x 4096) then stays in
-the CPU's cache between the add that makes it and the kernel that reads it.
+- Global-attention blocks: SAM's ``Attention.forward`` materialises the whole score matrix of
+  every head at once: for vit_h's global-attention blocks that is 16 x 4096 x 4096 float32 =
+  1 GiB, and adding the relative-position terms and the softmax make two more, so one image
+  peaks about 3 GiB above the weights (the reason a vit_h server outgrows SageMaker Serverless'
+  6 GB). Here (:func:`attend`) the heads are processed a few at a time; every operation per head
+  is the one SAM does, so results are the same (the tests compare embeddings bit for bit), while
+  the peak drops to a few hundred MB.
+- Windowed blocks: SAM pads the 64 x 64 token grid with zero tokens to a multiple of the window
+  (70 x 70 for 14) and runs attention's ``qkv`` and ``proj`` linear layers on all 4900 rows,
+  20% more than the 4096 real ones. A zero token's ``qkv`` is exactly ``qkv``'s bias, and
+  ``proj``'s padded rows are cropped away unread, so here ``qkv`` runs on the real tokens, the
+  padded positions get the bias, and ``proj`` runs after cropping: a sixth less linear-layer
+  work in those blocks. ``window_partition`` and the split into heads are one transpose, and
+  the way back one more (SAM copies the whole ``qkv`` twice each way).
+- Layer norms, linear layers, residual sums and the MLP run on (B*H*W, C) rows, not on SAM's
+  (B, H, W, C) grid: on the 4-D grid OpenVINO reordered each layer norm's input to a
+  channels-last layout of that shape and back (vit_b bf16: 60 ms an image in reorders). Each
+  row is the same product of the same weights, and on CPU the embedding stays bit-identical
+  (the tests compare it). Both changes together: vit_b's converted encoder 3-4% faster in bf16
+  and fp32 on an EPYC (docs/performance.md).
+
+The conversion takes one head per chunk in the global blocks (:data:`CONVERTED_HEADS_PER_CHUNK`):
+OpenVINO runs each chunk as one fused attention kernel, and a head's relative-position term
+(4096 x 4096) then stays in the CPU's cache between the add that makes it and the kernel that
+reads it.
 
 ``sdpa=True`` (``SEGANY_ATTENTION=sdpa``, the default for the torch encoder on CUDA) computes each
 chunk with ``torch.nn.functional.scaled_dot_product_attention``, the relative-position terms
@@ -34,14 +43,7 @@ import functools
 
 import torch
 import torch.nn.functional as F
-from segment_anything.modeling.image_encoder import (
-    Attention,
-    Block,
-    add_decomposed_rel_pos,
-    get_rel_pos,
-    window_partition,
-    window_unpartition,
-)
+from segment_anything.modeling.image_encoder import Attention, Block, add_decomposed_rel_pos, get_rel_pos
 
 SCORE_BUDGET_BYTES = 256 * 2**20  # score matrices alive at once
 # vit_b bf16 on a Xeon with AMX, 4 heads a chunk -> 1: 1.06 -> 0.91 s an image (f32 3.9 -> 3.7 s).
@@ -65,25 +67,33 @@ def rel_pos_mask(module: Attention, q: torch.Tensor, size: tuple[int, int]) -> t
     return mask.reshape(q.shape[0], height * width, height * width)
 
 
-def attend(module: Attention, qkv: torch.Tensor, heads_per_chunk: int | None = None, sdpa: bool = False) -> torch.Tensor:
+def attend(module: Attention, qkv: torch.Tensor, heads_per_chunk: int | None = None, sdpa: bool = False,
+           window: int = 0) -> torch.Tensor:
     """SAM's attention between ``qkv`` and ``proj``: qkv (B, H, W, 3C) -> (B, H, W, C), the
-    heads' outputs before the output projection, ``heads_per_chunk`` heads at a time (None: as
-    many as fit :data:`SCORE_BUDGET_BYTES`, or :data:`SDPA_MASK_BUDGET_BYTES` with ``sdpa``).
+    heads' outputs before the output projection. ``window`` > 0: attention within each window x
+    window square (H and W multiples of it, windows in SAM's order); 0: over the whole grid.
+    ``heads_per_chunk`` heads (of all windows) at a time (None: as many as fit
+    :data:`SCORE_BUDGET_BYTES`, or :data:`SDPA_MASK_BUDGET_BYTES` with ``sdpa``).
     ``sdpa``: each chunk in ``scaled_dot_product_attention`` (see the module's docs)."""
     batch, height, width, _ = qkv.shape
-    tokens = height * width
-    qkv = qkv.reshape(batch, tokens, 3, module.num_heads, -1).permute(2, 0, 3, 1, 4)
-    q, k, v = qkv.reshape(3, batch * module.num_heads, tokens, -1).unbind(0)
+    size = (window, window) if window else (height, width)
+    grid = (height // size[0], width // size[1])
+    tokens, num_heads = size[0] * size[1], module.num_heads
+    head_dim = qkv.shape[-1] // (3 * num_heads)
+    # One transpose from the grid to (q/k/v, window and head, token, C): window_partition's and
+    # the heads' split are one permutation, not two copies of the whole qkv one after the other.
+    qkv = qkv.view(batch, grid[0], size[0], grid[1], size[1], 3, num_heads, head_dim)
+    q, k, v = qkv.permute(5, 0, 1, 3, 6, 2, 4, 7).reshape(3, -1, tokens, head_dim).unbind(0)
 
     def heads(part: slice) -> torch.Tensor:
         if sdpa:
             # 4-D (1, heads, tokens, C): the fused kernels take no other rank (3-D runs the unfused math)
-            mask = rel_pos_mask(module, q[part], (height, width))[None] if module.use_rel_pos else None
+            mask = rel_pos_mask(module, q[part], size)[None] if module.use_rel_pos else None
             out = F.scaled_dot_product_attention(q[part][None], k[part][None], v[part][None], attn_mask=mask, scale=module.scale)
             return out[0]
         attn = (q[part] * module.scale) @ k[part].transpose(-2, -1)
         if module.use_rel_pos:
-            attn = add_decomposed_rel_pos(attn, q[part], module.rel_pos_h, module.rel_pos_w, (height, width), (height, width))
+            attn = add_decomposed_rel_pos(attn, q[part], module.rel_pos_h, module.rel_pos_w, size, size)
         return attn.softmax(dim=-1) @ v[part]
 
     budget = SDPA_MASK_BUDGET_BYTES if sdpa else SCORE_BUDGET_BYTES
@@ -92,57 +102,46 @@ def attend(module: Attention, qkv: torch.Tensor, heads_per_chunk: int | None = N
     # gets one Concat instead of a ScatterNDUpdate per chunk (OpenVINO runs those with a generic
     # kernel: 8 ms of a vit_b global block in bf16).
     out = torch.cat([heads(slice(start, start + step)) for start in range(0, q.shape[0], step)])
-    return out.view(batch, module.num_heads, height, width, -1).permute(0, 2, 3, 1, 4).reshape(batch, height, width, -1)
+    out = out.view(batch, grid[0], grid[1], num_heads, size[0], size[1], head_dim)  # and back in one transpose
+    return out.permute(0, 1, 4, 2, 5, 3, 6).reshape(batch, height, width, num_heads * head_dim)
 
 
-def lean_attention(module: Attention, x: torch.Tensor, heads_per_chunk: int | None = None, sdpa: bool = False) -> torch.Tensor:
-    """``module.forward(x)`` computed a few heads at a time. x: (B, H, W, C)."""
-    return module.proj(attend(module, module.qkv(x), heads_per_chunk, sdpa))
-
-
-def use_lean_attention(image_encoder: torch.nn.Module, heads_per_chunk: int | None = None, sdpa: bool = False) -> int:
-    """Route the global-attention blocks (window_size 0) through :func:`lean_attention`.
-    Returns how many blocks were changed."""
-    changed = 0
-    for block in getattr(image_encoder, "blocks", []):
-        if getattr(block, "window_size", None) == 0 and isinstance(block.attn, Attention):
-            block.attn.forward = functools.partial(lean_attention, block.attn, heads_per_chunk=heads_per_chunk, sdpa=sdpa)
-            changed += 1
-    return changed
-
-
-def unpadded_window_block(block: Block, x: torch.Tensor, sdpa: bool = False) -> torch.Tensor:
-    """``block.forward(x)`` for a windowed block, with ``qkv`` and ``proj`` on the real tokens
-    only. x: (B, H, W, C)."""
-    shortcut = x
-    x = block.norm1(x)
-    batch, height, width, _ = x.shape
+def lean_block(block: Block, x: torch.Tensor, heads_per_chunk: int | None = None, sdpa: bool = False) -> torch.Tensor:
+    """``block.forward(x)``, x (B, H, W, C), in the forms the module's docs list: the norms,
+    linear layers, residual sums and MLP on (B*H*W, C) rows, attention by :func:`attend`
+    (``heads_per_chunk``: the global blocks' chunks), a windowed block's ``qkv`` on the real
+    tokens only."""
+    batch, height, width, channels = x.shape
+    rows = x.reshape(-1, channels)
     size, qkv_layer = block.window_size, block.attn.qkv
-    qkv = qkv_layer(x)
-    pad_h, pad_w = (-height) % size, (-width) % size
+    qkv = qkv_layer(block.norm1(rows)).view(batch, height, width, -1)
+    pad_h, pad_w = ((-height) % size, (-width) % size) if size else (0, 0)
     if pad_h or pad_w:  # what qkv gives the zero tokens window_partition would have padded with
         zero_token = qkv_layer.bias if qkv_layer.bias is not None else qkv.new_zeros(qkv.shape[-1])
         # Each strip expanded to its own shape: the conversion folds them into constants, and slicing
         # them out of one padded grid had OpenVINO build that grid first (vit_h: 75 MB a block).
         qkv = torch.cat([qkv, zero_token.expand(batch, height, pad_w, -1)], dim=2)
         qkv = torch.cat([qkv, zero_token.expand(batch, pad_h, width + pad_w, -1)], dim=1)
-    windows, padded = window_partition(qkv, size)  # nothing left to pad
-    x = window_unpartition(attend(block.attn, windows, sdpa=sdpa), size, padded, (height, width))
-    x = shortcut + block.attn.proj(x)
-    return x + block.mlp(block.norm2(x))
-
-
-def use_unpadded_windows(image_encoder: torch.nn.Module, sdpa: bool = False) -> int:
-    """Route the windowed blocks through :func:`unpadded_window_block`. Returns how many."""
-    changed = 0
-    for block in getattr(image_encoder, "blocks", []):
-        if isinstance(block, Block) and block.window_size > 0:
-            block.forward = functools.partial(unpadded_window_block, block, sdpa=sdpa)
-            changed += 1
-    return changed
+    out = attend(block.attn, qkv, None if size else heads_per_chunk, sdpa, window=size)
+    if pad_h or pad_w:
+        out = out[:, :height, :width]  # the padded tokens' outputs, unread by proj
+    rows = rows + block.attn.proj(out.reshape(-1, channels))
+    rows = rows + block.mlp(block.norm2(rows))
+    out = rows.view(batch, height, width, channels)
+    if torch.jit.is_tracing() or out.stride() == x.stride():  # (a traced graph has no memory layouts)
+        return out
+    # SAM's blocks keep their input's memory layout (patch_embed's permute: channels first), and
+    # the neck's convolution picks its kernel by it: the same layout, the same embedding bits
+    return torch.empty_like(x).copy_(out)
 
 
 def use_lean_encoder(image_encoder: torch.nn.Module, heads_per_chunk: int | None = None, sdpa: bool = False) -> tuple[int, int]:
-    """Both forms above (``heads_per_chunk``: the global blocks'; ``sdpa``: every block's attention
-    in ``scaled_dot_product_attention``); returns how many (global, windowed) blocks were changed."""
-    return use_lean_attention(image_encoder, heads_per_chunk, sdpa), use_unpadded_windows(image_encoder, sdpa)
+    """Route every block of the encoder through :func:`lean_block` (``heads_per_chunk``: the global
+    blocks'; ``sdpa``: every block's attention in ``scaled_dot_product_attention``); returns how
+    many (global, windowed) blocks were changed."""
+    changed = [0, 0]
+    for block in getattr(image_encoder, "blocks", []):
+        if isinstance(block, Block) and isinstance(block.attn, Attention):
+            block.forward = functools.partial(lean_block, block, heads_per_chunk=heads_per_chunk, sdpa=sdpa)
+            changed[block.window_size > 0] += 1
+    return changed[0], changed[1]

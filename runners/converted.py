@@ -36,7 +36,7 @@ from .settings import Settings
 
 logger = logging.getLogger(__name__)
 
-CONVERTER_VERSION = 7  # bump when the conversion changes, so cached IRs are rebuilt (3: + the mask decoder; 4: attention chunks concatenated; 5: one head a chunk; 6: constants folded at conversion, padding strips at their own size; 7: + the prompt decoder)
+CONVERTER_VERSION = 8  # bump when the conversion changes, so cached IRs are rebuilt (3: + the mask decoder; 4: attention chunks concatenated; 5: one head a chunk; 6: constants folded at conversion, padding strips at their own size; 7: + the prompt decoder; 8: blocks on rows, one transpose each way)
 IMAGE_SHAPE = (1, 3, 1024, 1024)
 DECODER_XML = "mask_decoder.xml"
 MANIFEST = "manifest.json"  # how, from what and by which versions a folder was converted

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import logging
+import zipfile
 from functools import partial
 from pathlib import Path
 
@@ -101,13 +102,30 @@ def spec_of(state_dict: dict[str, torch.Tensor]) -> ModelSpec | None:
 def checkpoint_spec(path: Path) -> ModelSpec | None:
     """The registered model whose shape a checkpoint file has: read without loading it where
     runners/checkpoint_shapes.py can (a shape it read and no model fits is None, not read again),
-    else by torch (which raises what it raises)."""
+    else by torch (:func:`read_state_dict`, which raises CheckpointError)."""
     try:
         return spec_from_shapes(tensor_shapes(path))
     except UnreadableShapes:
         pass
-    state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    state = read_state_dict(path)
     return spec_of(state.get("model", state) if isinstance(state, dict) else {})
+
+
+def read_state_dict(checkpoint: Path) -> object:
+    """``torch.load`` of a checkpoint, tensors on the CPU and memory-mapped (held once, in the page
+    cache). A file in torch's pre-1.6 format (``_use_new_zipfile_serialization=False``; not a zip)
+    cannot be mapped and is read into memory instead. Raises CheckpointError naming the fix."""
+    mapped = zipfile.is_zipfile(checkpoint)
+    if not mapped:
+        logger.warning("%s is in torch's legacy (pre-1.6) format: read into memory, not memory-mapped; "
+                       "re-save it with torch.save to map it", checkpoint)
+    try:
+        return torch.load(checkpoint, map_location="cpu", mmap=mapped, weights_only=True)
+    except Exception as exc:  # pickle errors, truncated zip, not a torch file
+        raise CheckpointError(
+            f"{checkpoint} is not a readable SAM checkpoint ({type(exc).__name__}: {exc}); "
+            "delete it from the cache to download it again, or point SEGANY_CHECKPOINT at a .pth file."
+        ) from exc
 
 
 class EncoderElsewhere(torch.nn.Module):
@@ -128,13 +146,7 @@ def load_sam(spec: ModelSpec | None, checkpoint: Path, device: torch.device, *, 
     GPU. A checkpoint of another shape raises CheckpointError naming the model type to set.
     ``with_encoder=False`` leaves the image encoder's weights unread (another runtime runs it).
     """
-    try:
-        state_dict = torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=True)
-    except Exception as exc:  # pickle errors, truncated zip, not a torch file
-        raise CheckpointError(
-            f"{checkpoint} is not a readable SAM checkpoint ({type(exc).__name__}: {exc}); "
-            "delete it from the cache to download it again, or point SEGANY_CHECKPOINT at a .pth file."
-        ) from exc
+    state_dict = read_state_dict(checkpoint)
     if isinstance(state_dict, dict) and "model" in state_dict and isinstance(state_dict["model"], dict):
         state_dict = state_dict["model"]  # some fine-tuning scripts wrap the weights
     if spec is None:

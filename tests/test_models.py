@@ -62,6 +62,24 @@ def test_garbage_file(tmp_path):
         load_sam(get_spec("tiny"), path, torch.device("cpu"))
 
 
+def test_a_legacy_format_checkpoint_loads_into_memory(tiny_checkpoint, reference_model, tmp_path, caplog):
+    """torch < 1.6's format (not a zip) cannot be memory-mapped: it is read into memory instead,
+    typed from its shapes, and gives the same model; a file torch cannot read is a CheckpointError."""
+    from runners.models import checkpoint_spec
+
+    legacy = tmp_path / "legacy.pth"
+    torch.save(torch.load(tiny_checkpoint, weights_only=True), legacy, _use_new_zipfile_serialization=False)
+    assert checkpoint_spec(legacy).name == "tiny"
+    model = load_sam(None, legacy, torch.device("cpu"))
+    assert model.segany_model_type == "tiny" and "legacy (pre-1.6) format" in caplog.text
+    reference = reference_model.state_dict()
+    assert all(torch.equal(tensor, reference[name]) for name, tensor in model.state_dict().items())
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"this is not a zip archive")
+    with pytest.raises(CheckpointError, match="not a readable SAM checkpoint"):
+        checkpoint_spec(garbage)
+
+
 def mapped_file(address: int) -> str | None:
     """The file mapped at ``address`` in this process (Linux /proc/self/maps), if any."""
     for line in open("/proc/self/maps"):

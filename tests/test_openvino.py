@@ -76,7 +76,7 @@ def test_the_converted_encoder_attends_one_head_at_a_time(converted):
     spec = get_spec("tiny")
     (global_block,) = spec.encoder_global_attn_indexes
     products = [op for op in ov.Core().read_model(converted.xml).get_ops() if op.get_type_name() == "MatMul"
-                and f"blocks.{global_block}.attn/aten::matmul" in op.get_friendly_name()]
+                and f"blocks.{global_block}/aten::matmul" in op.get_friendly_name()]
     assert len(products) == 2 * spec.encoder_num_heads  # q @ k^T and attn @ v for each head on its own
 
 
@@ -219,7 +219,7 @@ def test_chunked_attention_converts_to_one_concat_not_a_scatter_per_chunk():
             self.attn = module
 
         def forward(self, x):  # type: ignore[no-untyped-def]
-            return attention.lean_attention(self.attn, x, heads_per_chunk=1)  # 4 chunks
+            return self.attn.proj(attention.attend(self.attn, self.attn.qkv(x), heads_per_chunk=1))  # 4 chunks
 
     x = torch.randn(1, 8, 8, 32)
     with torch.no_grad():
