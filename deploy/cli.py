@@ -6,6 +6,7 @@
     segany serve --port 3000                     # bentoml serve service:SegmentAnything
     segany entrypoint [serve]                    # the image's entrypoint: SageMaker (serve) or Cloud Run
     segany package-model --checkpoint sam_vit_h.pth --out model.tar.gz   # SageMaker's model artifact
+    segany deploy aws --mode serverless --endpoint sam --oci-archive sam.tar --role-arn ARN   # and invoke/status/destroy aws
 """
 
 from __future__ import annotations
@@ -173,6 +174,38 @@ def convert(checkpoint: Path, out: Path, model_type: str | None, int8_calibratio
 
     _run(conversion)
     logger.info("converted; serve with SEGANY_OPENVINO_DIR=%s%s", out, " SEGANY_PRECISION=int8" if int8_calibration else "")
+
+
+@main.group()
+def deploy() -> None:
+    """Deploy the image: segany deploy aws ... (see segany deploy aws --help)."""
+
+
+@main.group()
+def invoke() -> None:
+    """Send a request to a deployment."""
+
+
+@main.group()
+def status() -> None:
+    """Show a deployment's releases and state."""
+
+
+@main.group()
+def destroy() -> None:
+    """Remove a deployment."""
+
+
+def _add_cloud_commands() -> None:
+    from deploy.aws.commands import deploy_aws, destroy_aws, invoke_aws, status_aws
+
+    deploy.add_command(deploy_aws)
+    invoke.add_command(invoke_aws)
+    status.add_command(status_aws)
+    destroy.add_command(destroy_aws)
+
+
+_add_cloud_commands()
 
 
 def _run(action):  # type: ignore[no-untyped-def]

@@ -18,7 +18,8 @@ if CONFIG.platform == "sagemaker":
 
     # Outermost, ahead of the service's own edge: a translated /invocations request then
     # passes that edge like any other request.
-    SegmentAnything.middlewares.insert(0, (SageMakerContract, {"limits": sagemaker_mode(CONFIG.sagemaker_mode)}))
+    SegmentAnything.middlewares.insert(0, (SageMakerContract, {"limits": sagemaker_mode(CONFIG.sagemaker_mode),
+                                                              "default_attributes": CONFIG.custom_attributes}))
 
 if CONFIG.json_logs:
     from deploy.gcp.contract import CloudTraceMiddleware, install_cloud_logging

@@ -54,6 +54,7 @@ class ContainerConfig:
     json_logs: bool  # on Cloud Run (K_SERVICE) or SEGANY_LOG_FORMAT=json
     gcp_project: str | None  # GOOGLE_CLOUD_PROJECT, for trace names in logs
     supervisor: bool  # SEGANY_SUPERVISOR=on: bentoml serve's supervisor and a worker; off: one process
+    custom_attributes: str = ""  # SEGANY_CUSTOM_ATTRIBUTES: defaults for raw-image /invocations (Batch Transform sends none)
 
     @classmethod
     def from_env(cls, platform: str, env: Mapping[str, str] | None = None) -> "ContainerConfig":
@@ -74,6 +75,7 @@ class ContainerConfig:
             json_logs=bool(env.get("K_SERVICE")) or env.get("SEGANY_LOG_FORMAT", "").lower() == "json",
             gcp_project=env.get("GOOGLE_CLOUD_PROJECT") or env.get("GCP_PROJECT") or None,
             supervisor=EnvReader(env).choice("SEGANY_SUPERVISOR", ("off", "on"), "off") == "on",
+            custom_attributes=env.get("SEGANY_CUSTOM_ATTRIBUTES", "").strip(),
         )
 
 

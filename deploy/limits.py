@@ -67,3 +67,32 @@ def sagemaker_mode(name: str) -> PlatformLimits:
         return SAGEMAKER[name]
     except KeyError:
         raise ValueError(f"unknown SageMaker mode {name!r}; choose one of {', '.join(SAGEMAKER)}") from None
+
+
+# --- SageMaker settings' ranges (checked by deploy/aws/settings.py before any call) -----------
+# https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_ProductionVariantServerlessConfig.html
+SERVERLESS_MEMORY_MB = (1024, 2048, 3072, 4096, 5120, 6144)
+SERVERLESS_MAX_CONCURRENCY = (1, 200)  # ProvisionedConcurrency too, and at most MaxConcurrency
+SERVERLESS_PING_DEADLINE_S = 180  # serverless-endpoints.html: the container must answer /ping within 3 minutes
+# https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_ProductionVariant.html
+STARTUP_TIMEOUT_S = (60, 3600)  # ContainerStartupHealthCheckTimeoutInSeconds, ModelDataDownloadTimeoutInSeconds
+# https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_CreateTransformJob.html
+BATCH_MAX_PAYLOAD_MB = (0, 100)
+BATCH_INVOCATION_TIMEOUT_S = (1, 3600)  # ModelClientConfig.InvocationsTimeoutInSeconds
+# https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_AsyncInferenceClientConfig.html
+ASYNC_MAX_CONCURRENT_INVOCATIONS = (1, 1000)
+# https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_CreateEndpoint.html (EndpointName)
+SAGEMAKER_NAME_PATTERN = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
+SAGEMAKER_NAME_MAX = 63
+
+# --- What a model needs of its server (measured: bench/results/coldstart.json, 2026-12-03) -----
+# Peak RSS of the default server (torch-free engine, one process) through start and a first
+# request; vit_l was not measured and is interpolated by its weights (1.25 GB against vit_b's
+# 0.37 and vit_h's 2.56).
+MODEL_PEAK_MB = {"tiny": 560, "vit_b": 1140, "vit_l": 2400, "vit_h": 3650}
+MEMORY_HEADROOM = 1.25  # the container's page cache, a segment-everything request's masks, the OS
+# Converting a checkpoint to OpenVINO at start, 2 cores (README: vit_h about 7 minutes; tiny
+# seconds; vit_b and vit_l scaled by their encoder's FLOPs). A baked image never converts.
+CONVERSION_S = {"tiny": 15, "vit_b": 120, "vit_l": 270, "vit_h": 420}
+# A checkpoint's download at start (S3 to the instance, ~100 MB/s) plus loading, with margin.
+WEIGHTS_MB = {"tiny": 5, "vit_b": 375, "vit_l": 1250, "vit_h": 2560}

@@ -39,6 +39,13 @@ class ConfigError(SegAnyError):
     code = "invalid_setting"
 
 
+class DeployError(SegAnyError):
+    """A cloud call of ``segany deploy``/``invoke``/``status``/``destroy`` failed, or left the
+    cloud in a state the message describes (what still serves, what was cleaned up)."""
+
+    code = "deploy_failed"
+
+
 class CheckpointError(SegAnyError):
     """The model checkpoint cannot be found, fetched, verified or loaded."""
 

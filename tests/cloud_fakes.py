@@ -239,6 +239,53 @@ def moto_s3(_moto_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     yield MotoS3(endpoint=_moto_server, client=client)
 
 
+# --- moto_aws ---------------------------------------------------------------------------------
+
+
+@dataclass
+class MotoAWS:
+    """moto's server with the SageMaker extension (tests/fakes/moto_sagemaker.py) installed.
+
+    ``endpoint``: the server's URL; :meth:`client`: a boto3 client of any service aimed at it;
+    ``fakes``: the extension module (``settings``, ``fail_next_update``, ``fail_next_create``...).
+    """
+
+    endpoint: str
+    region: str = "us-east-1"
+    fakes: Any = None
+
+    def client(self, service: str) -> Any:
+        import boto3
+
+        return boto3.session.Session().client(service, endpoint_url=self.endpoint, region_name=self.region)
+
+
+@pytest.fixture
+def moto_aws(_moto_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[MotoAWS]:
+    """moto with empty state, the SageMaker / Application Auto Scaling extension installed and
+    reset (default settings, no fault injected), and the AWS environment aimed at it."""
+    import os
+    import urllib.request
+
+    from tests.fakes import moto_sagemaker
+
+    for name in [n for n in os.environ if n.startswith("AWS_ENDPOINT_URL_")]:
+        monkeypatch.delenv(name, raising=False)
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", _moto_server)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    moto_sagemaker.install()
+    reset = urllib.request.Request(f"{_moto_server}/moto-api/reset", method="POST")
+    urllib.request.urlopen(reset, timeout=10).close()
+    moto_sagemaker.reset()
+    yield MotoAWS(endpoint=_moto_server, fakes=moto_sagemaker)
+
+
 # --- fake_gcs ---------------------------------------------------------------------------------
 
 
@@ -261,3 +308,4 @@ def fake_gcs(_fake_gcs_server: FakeGCS, monkeypatch: pytest.MonkeyPatch) -> Iter
 
 
 __all__ = ["FakeGCS", "LocalHTTP", "MotoS3", "Route", "fake_gcs", "local_http", "moto_s3"]
+__all__ += ["MotoAWS", "moto_aws"]

@@ -105,3 +105,29 @@ def test_cloud_logging_formatter():
     assert entry["severity"] == "WARNING" and entry["message"] == "hello world"
     assert entry["logging.googleapis.com/trace"] == "projects/proj/traces/abc"
     assert entry["logging.googleapis.com/spanId"] == "7" and entry["time"].endswith("Z")
+
+
+def test_default_custom_attributes_apply_to_raw_image_requests_under_the_header():
+    """SEGANY_CUSTOM_ATTRIBUTES (what `segany deploy aws --mode batch|async` sets): Batch Transform
+    sends no header, so the task comes from there; a header still overrides it key by key."""
+    import asyncio
+
+    from deploy.aws.contract import SageMakerContract
+
+    assert ContainerConfig.from_env("sagemaker", {"SEGANY_CUSTOM_ATTRIBUTES": " task=embed "}).custom_attributes == "task=embed"
+    contract = SageMakerContract(app=None, limits=SAGEMAKER["batch"], default_attributes="task=segment;points=[[1,2]];output=png")
+
+    def translated(headers: list[tuple[bytes, bytes]]) -> dict:
+        async def receive() -> dict:
+            return {"type": "http.request", "body": b"\xff\xd8jpeg", "more_body": False}
+
+        scope = {"type": "http", "path": "/invocations", "method": "POST", "query_string": b"",
+                 "headers": [(b"content-type", b"image/jpeg"), *headers]}
+        inner, body = asyncio.run(contract._translate(scope, receive))
+        assert body == b"\xff\xd8jpeg"
+        return {"path": inner["path"], "query": dict(pair.split("=", 1) for pair in inner["query_string"].decode().split("&"))}
+
+    plain = translated([])
+    assert plain["path"] == "/segment" and plain["query"]["output"] == "png" and "points" in plain["query"]
+    header = translated([(b"x-amzn-sagemaker-custom-attributes", b"task=everything;output=rle")])
+    assert header["path"] == "/segment_everything" and header["query"]["output"] == "rle"

@@ -10,7 +10,8 @@
   * a raw image body (``image/*``, ``application/x-image``, ``application/octet-stream``),
     as Async Inference and Batch Transform deliver an S3 object, with the task and its
     options in ``X-Amzn-SageMaker-Custom-Attributes`` (``task=everything;output=rle``),
-    segment-everything by default.
+    segment-everything by default (``SEGANY_CUSTOM_ATTRIBUTES`` sets other defaults: Batch
+    Transform sends no header, so `segany deploy aws --mode batch` puts the task there).
   The response has the type ``Accept`` asks for: JSON, ``image/png`` (the overlay), or for
   ``task=embed`` ``application/x-npy`` (the embedding as a .npy file; its image_id, model and
   sizes come back in ``CustomAttributes``, since SageMaker returns no other response header).
@@ -93,9 +94,12 @@ class SageMakerContract:
     forms, caps, error shape).
     """
 
-    def __init__(self, app: Any, limits: PlatformLimits) -> None:
+    def __init__(self, app: Any, limits: PlatformLimits, default_attributes: str = "") -> None:
         self.app = app
         self.limits = limits
+        # SEGANY_CUSTOM_ATTRIBUTES: what a raw-image request asks when its header does not say
+        # (Batch Transform sends no custom attributes; `segany deploy aws` sets the task there).
+        self.defaults = parse_custom_attributes(default_attributes)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         path, method = scope.get("path"), scope.get("method")
@@ -128,7 +132,7 @@ class SageMakerContract:
         body = await LimitedReceive(receive, self.limits.request_bytes or 2**40, self._too_large).read_all()
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
         if media_type.startswith("image/") or media_type in RAW_IMAGE_TYPES:
-            fields = {**query, **parse_custom_attributes(headers.get(ATTRIBUTES_HEADER, b"").decode("latin-1"))}
+            fields = {**self.defaults, **query, **parse_custom_attributes(headers.get(ATTRIBUTES_HEADER, b"").decode("latin-1"))}
             route = TASK_ROUTES["everything"] if "task" not in fields else route_for(fields["task"], fields)
             fields.pop("task", None)
             check_produces(accept, route)
