@@ -219,22 +219,31 @@ def _moto_server() -> Iterator[str]:
         server.stop()
 
 
-@pytest.fixture
-def moto_s3(_moto_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[MotoS3]:
-    """moto S3 with empty state and the AWS environment (endpoint, test keys, region) aimed at it."""
-    import boto3
+def aim_aws_at(server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Empty moto's state and point the AWS environment at it: its endpoint for every service,
+    test keys, us-east-1, no profile or config file of the machine's."""
+    import os
     import urllib.request
 
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3", "AWS_REGION"):
+    for name in [n for n in os.environ if n.startswith("AWS_ENDPOINT_URL_")]:
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", _moto_server)
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", server)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    reset = urllib.request.Request(f"{_moto_server}/moto-api/reset", method="POST")
-    urllib.request.urlopen(reset, timeout=10).close()
+    urllib.request.urlopen(urllib.request.Request(f"{server}/moto-api/reset", method="POST"), timeout=10).close()
+
+
+@pytest.fixture
+def moto_s3(_moto_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[MotoS3]:
+    """moto S3 with empty state and the AWS environment (endpoint, test keys, region) aimed at it."""
+    import boto3
+
+    aim_aws_at(_moto_server, monkeypatch, tmp_path)
     client = boto3.session.Session().client("s3", endpoint_url=_moto_server, region_name="us-east-1")
     yield MotoS3(endpoint=_moto_server, client=client)
 
@@ -264,24 +273,10 @@ class MotoAWS:
 def moto_aws(_moto_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[MotoAWS]:
     """moto with empty state, the SageMaker / Application Auto Scaling extension installed and
     reset (default settings, no fault injected), and the AWS environment aimed at it."""
-    import os
-    import urllib.request
-
     from tests.fakes import moto_sagemaker
 
-    for name in [n for n in os.environ if n.startswith("AWS_ENDPOINT_URL_")]:
-        monkeypatch.delenv(name, raising=False)
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_REGION"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", _moto_server)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
     moto_sagemaker.install()
-    reset = urllib.request.Request(f"{_moto_server}/moto-api/reset", method="POST")
-    urllib.request.urlopen(reset, timeout=10).close()
+    aim_aws_at(_moto_server, monkeypatch, tmp_path)
     moto_sagemaker.reset()
     yield MotoAWS(endpoint=_moto_server, fakes=moto_sagemaker)
 
