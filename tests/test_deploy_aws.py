@@ -329,3 +329,54 @@ def test_an_endpoint_not_made_by_segany_is_left_alone(moto_aws, calls):
     code, out = segany("destroy", "aws", "--endpoint", "sam", "--poll-s", "1")
     assert code == 0 and "left alone" in out
     assert client.describe_endpoint(EndpointName="sam")["EndpointConfigName"] == "theirs"
+
+
+def oci_archive(path: Path, labels: dict[str, str]) -> Path:
+    """A one-layer OCI archive whose config carries ``labels`` (what segany build writes)."""
+    import hashlib
+    import io
+    import tarfile
+
+    def blob(data: bytes) -> tuple[str, bytes]:
+        return "sha256:" + hashlib.sha256(data).hexdigest(), data
+
+    layer_digest, layer = blob(b"a layer" * 100)
+    config_digest, config = blob(json.dumps({"architecture": "amd64", "os": "linux", "config": {"Labels": labels},
+                                             "rootfs": {"type": "layers", "diff_ids": [layer_digest]}}).encode())
+    manifest_digest, manifest = blob(json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": len(layer)}]}).encode())
+    index = json.dumps({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                                                          "digest": manifest_digest, "size": len(manifest)}]}).encode()
+    with tarfile.open(path, "w") as tar:
+        for name, data in [("oci-layout", b'{"imageLayoutVersion": "1.0.0"}'), ("index.json", index),
+                           *[(f"blobs/sha256/{d.split(':')[1]}", b) for d, b in
+                             ((layer_digest, layer), (config_digest, config), (manifest_digest, manifest))]]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_the_image_labels_decide_what_serverless_accepts(moto_aws, calls, tmp_path, monkeypatch):
+    """A local image is read for its labels before anything is pushed: a cuda image or a model
+    converted at start is refused on serverless; a baked vit_h plans the push and the model by tag."""
+    def run(labels: dict[str, str], *extra: str) -> tuple[int, str]:
+        archive = oci_archive(tmp_path / "image.tar", labels)
+        return segany("deploy", "aws", "--mode", "serverless", "--endpoint", "sam", "--oci-archive", str(archive),
+                      "--role-arn", ROLE, "--dry-run", *extra)
+
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")  # offline: nothing asked of a registry or of AWS
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    code, out = run({"io.segment-anywhere.device": "cuda", "io.segment-anywhere.model": "vit_h",
+                     "io.segment-anywhere.weights": "checkpoint"})
+    assert code == 2 and "no GPU" in out
+    code, out = run({"io.segment-anywhere.device": "cpu", "io.segment-anywhere.weights": "none"}, "--model", "vit_b")
+    assert code == 2 and "converted at start" in out and "--bake-weights" in out
+    code, out = run({"io.segment-anywhere.device": "cpu", "io.segment-anywhere.model": "vit_h",
+                     "io.segment-anywhere.weights": "converted"})
+    assert code == 0, out
+    assert "registry.push" in out and '"MemorySizeInMB": 5120' in out and '"SEGANY_MODEL": "vit_h"' in out
+    assert "123456789012.dkr.ecr.us-east-1.amazonaws.com/segment-anywhere:sha-" in out
+    assert calls.changing() == []

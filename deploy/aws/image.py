@@ -83,5 +83,7 @@ def resolve_image(s: AwsSettings, clients: Any, account: str, region: str, *, of
         to_send = plan_push(source, dest, None, tls_verify=not s.registry.startswith(("127.", "localhost"))).bytes_to_send
     calls.append(Call("registry", "push", {"source": source, "dest": dest},
                       f"push {to_send / 1e6:.1f} MB of {found.size_bytes / 1e6:.1f} MB (layers the registry lacks)"))
-    uri = f"{registry}/{s.repository}@{found.digest}"
+    # by tag: a push from local storage compresses the layers, so the registry's digest is only
+    # known after it; the tag is the source's digest, one per image
+    uri = f"{registry}/{s.repository}:{tag}"
     return ImageResolution(uri, found.digest, ImageFacts(found.labels, found.size_bytes), tuple(calls))

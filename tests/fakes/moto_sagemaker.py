@@ -362,11 +362,25 @@ def _validate_models(self: Any, production_variants: list[dict]) -> None:
             raise validation_error(f"Could not find model '{arn(self, 'model', name)}'.")
 
 
-def _binary_invoke_bodies() -> None:
-    """InvokeEndpoint's Body is a blob, an image as often as JSON (API_runtime_InvokeEndpoint);
-    moto decodes every request body as UTF-8 and answers a JPEG with a 500. Keep the raw bytes and
-    hand moto's handler a lossless text form of them."""
+NO_CAPACITY = ("Inference Component has no capacity to process this request. ApplicationAutoScaling may be "
+               "in-progress (if configured) or try to increase the capacity by invoking "
+               "UpdateInferenceComponentRuntimeConfig API.")
+
+
+def _runtime_invoke() -> None:
+    """InvokeEndpoint as SageMaker answers it where moto does not:
+
+    - its Body is a blob, an image as often as JSON (API_runtime_InvokeEndpoint); moto decodes
+      every request body as UTF-8 and answers a JPEG with a 500: keep the bytes and hand moto's
+      handler a lossless text form of them;
+    - ``InferenceComponentName`` names a component, which must exist; one with no copy (scaled to
+      zero, endpoint-auto-scaling-zero-instances.html: "any attempts to invoke the endpoint will
+      produce an error") is refused with a ValidationError until a copy is in service.
+    """
+    from moto.sagemaker.models import sagemaker_backends
     from moto.sagemakerruntime.responses import SageMakerRuntimeResponse
+
+    from tests.fakes.moto_inference_components import _find
 
     original = SageMakerRuntimeResponse.invoke_endpoint
     SageMakerRuntimeResponse.use_raw_body = True
@@ -374,6 +388,11 @@ def _binary_invoke_bodies() -> None:
     def invoke_endpoint(self: Any) -> Any:
         if isinstance(self.body, bytes):
             self.body = self.body.decode("latin-1")
+        name = self.headers.get("X-Amzn-SageMaker-Inference-Component")
+        if name:
+            component = _find(sagemaker_backends[self.current_account][self.region], name)
+            if not component.current:
+                raise validation_error(NO_CAPACITY)
         return original(self)
 
     SageMakerRuntimeResponse.invoke_endpoint = invoke_endpoint
@@ -404,7 +423,7 @@ def install() -> None:
             FakeEndpoint._process_production_variants = lambda self, variants: variant_summaries(variants)
             moto_inference_components.install(SageMakerResponse, SageMakerModelBackend)
             moto_autoscaling.install()
-            _binary_invoke_bodies()
+            _runtime_invoke()
             original_reset = MotoAPIBackend.reset
 
             def moto_api_reset(self: Any) -> None:  # /moto-api/reset empties our store too
