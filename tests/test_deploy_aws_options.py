@@ -102,3 +102,26 @@ def test_create_role_makes_a_least_privilege_role(moto_aws, calls):
     assert segany("deploy", "aws", "--mode", "async", "--endpoint", "sam", "--image", IMAGE, "--model", "tiny",
                   "--create-role", "--output", "s3://results/sam", "--poll-s", "1")[0] == 0
     assert calls.changing() == []
+
+
+def test_destroy_dry_run_lists_everything_and_outputs_go_only_when_asked(moto_aws, calls):
+    s3 = moto_aws.client("s3")
+    s3.create_bucket(Bucket="results")
+    assert deploy("--output", "s3://results/sam", mode="async")[0] == 0
+    s3.put_object(Bucket="results", Key="sam/results/one.out", Body=b"{}")
+    s3.put_object(Bucket="results", Key="elsewhere/keep", Body=b"x")
+    calls.calls.clear()
+    code, out = segany("destroy", "aws", "--endpoint", "sam", "--dry-run", "--delete-outputs")
+    assert code == 0 and calls.changing() == []
+    for line in ("application-autoscaling.delete_scaling_policy", "application-autoscaling.deregister_scalable_target",
+                 "cloudwatch.delete_alarms", "sagemaker.delete_endpoint", "sagemaker.delete_endpoint_config",
+                 "sagemaker.delete_model", "s3-prefix.delete_prefix"):
+        assert line in out, line
+    code, out = segany("destroy", "aws", "--endpoint", "sam", "--poll-s", "1")
+    assert code == 0 and "async results kept in s3://results/sam" in out
+    assert s3.list_objects_v2(Bucket="results")["KeyCount"] == 2
+    assert moto_aws.client("application-autoscaling").describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"] == []
+    # outputs go with --delete-outputs: deploy again, destroy with it
+    assert deploy("--output", "s3://results/sam", mode="async")[0] == 0
+    assert segany("destroy", "aws", "--endpoint", "sam", "--delete-outputs", "--poll-s", "1")[0] == 0
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket="results")["Contents"]] == ["elsewhere/keep"]
