@@ -58,9 +58,12 @@ def validated(model: type[M], values: Mapping[str, Any], table: str) -> M:
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            key = ".".join(str(part) for part in error["loc"]) or "settings"
-            flag = "--" + key.split(".")[0].replace("_", "-")
             message = error["msg"].removeprefix("Value error, ")
+            if not error["loc"]:  # a rule across keys: its message names them
+                problems.append(message)
+                continue
+            key = ".".join(str(part) for part in error["loc"])
+            flag = "--" + key.split(".")[0].replace("_", "-")
             if error["type"] == "extra_forbidden":
                 known = ", ".join(sorted(model.model_fields))  # type: ignore[attr-defined]
                 message = f"unknown setting; the [{table}] keys are: {known}"
