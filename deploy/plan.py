@@ -31,6 +31,9 @@ class Ref:
     field: str
 
 
+OPERATION = "operation"  # Wait.waiter for a call that returns a long-running operation: its result is the answer
+
+
 @dataclass(frozen=True)
 class Wait:
     """After a call: a waiter of the SDK (``service``'s ``waiter``), or a poll function given to
@@ -93,6 +96,17 @@ def render(plan: Plan, title: str) -> str:
     return "\n".join(lines)
 
 
+class PlanClients:
+    """The SDK clients, plus pseudo-clients for the steps that are not an SDK call (a push,
+    packaging the weights): ``extra`` maps their service name to an object with the method."""
+
+    def __init__(self, clients: Callable[[str], Any], extra: Mapping[str, Any]) -> None:
+        self.clients, self.extra = clients, extra
+
+    def __call__(self, service: str) -> Any:
+        return self.extra[service] if service in self.extra else self.clients(service)
+
+
 def _resolved(value: Any, answers: Mapping[str, Mapping[str, Any]]) -> Any:
     if isinstance(value, Ref):
         return answers[value.step][value.field]
@@ -127,7 +141,9 @@ def apply(plan: Plan, client: Callable[[str], Any], *, poll_s: float = 15, polls
         sdk = client(call.service)
         try:
             answer = getattr(sdk, call.operation)(**_resolved(dict(call.params), applied.answers))
-            if call.wait:
+            if call.wait and call.wait.waiter == OPERATION:  # a long-running operation (google-api-core)
+                answer = answer.result(timeout=call.wait.timeout_s)
+            elif call.wait:
                 _wait(call.wait, client, poll_s, polls or {}, applied.answers)
         except DeployError:
             raise

@@ -24,7 +24,10 @@ def test_invoke_waits_for_a_component_scaled_to_zero(moto_aws, calls):
     assert client.describe_inference_component(InferenceComponentName="sam")["RuntimeConfig"]["CurrentCopyCount"] == 0
 
     def wake() -> None:  # what the NoCapacityInvocationFailures alarm's step policy does, minutes later in AWS
-        time.sleep(1.5)
+        deadline = time.monotonic() + 30
+        while not calls.params("InvokeEndpoint") and time.monotonic() < deadline:  # the first refusal
+            time.sleep(0.05)
+        time.sleep(1.0)
         waker = moto_aws.client("sagemaker")
         waker.update_inference_component_runtime_config(InferenceComponentName="sam", DesiredRuntimeConfig={"CopyCount": 1})
         waker.describe_inference_component(InferenceComponentName="sam")

@@ -22,7 +22,7 @@ from deploy.aws.sagemaker import COMPONENT_WAIT, Resolved, deploy_plan, transfor
 from deploy.aws.settings import AwsSettings
 from deploy.aws.state import AwsState, read_state
 from deploy.aws.weights import Packager, resolve_weights
-from deploy.plan import Applied, Call, Plan, apply, poll_until, render
+from deploy.plan import Applied, Call, Plan, PlanClients, Wait, apply, poll_until, render
 from deploy.release import release_id, versioned
 from runners.errors import DeployError
 
@@ -59,16 +59,6 @@ def component_deleted(sm: Any, params: dict[str, Any], timeout_s: float, delay_s
 
 
 POLLS = {COMPONENT_WAIT: component_in_service, "inference_component_deleted": component_deleted}
-
-
-class PlanClients:
-    """The SDK clients, plus the plan's pseudo-clients: ``weights`` (packaging) and ``registry`` (push)."""
-
-    def __init__(self, clients: Callable[[str], Any], extra: dict[str, Any]) -> None:
-        self.clients, self.extra = clients, extra
-
-    def __call__(self, service: str) -> Any:
-        return self.extra[service] if service in self.extra else self.clients(service)
 
 
 def read_or_assume(clients: Any, endpoint: str, dry_run: bool, batch: bool = False) -> AwsState:
@@ -229,17 +219,13 @@ def rollback_plan(endpoint: str, state: AwsState) -> Plan:
     if current not in names or names.index(current) == 0:
         raise DeployError(f"{endpoint} serves its first release ({current}); there is no earlier one to return to")
     previous = names[names.index(current) - 1]
-    from deploy.plan import Wait
-
     return Plan((Call("sagemaker", "update_endpoint", {
         "EndpointName": endpoint, "EndpointConfigName": previous, "RetainAllVariantProperties": True,
     }, f"endpoint {endpoint} back to {previous}", key="update",
         wait=Wait("sagemaker", "endpoint_in_service", {"EndpointName": endpoint})),))
 
 
-def _wait_component(name: str) -> Any:
-    from deploy.plan import Wait
-
+def _wait_component(name: str) -> Wait:
     return Wait("sagemaker", COMPONENT_WAIT, {"InferenceComponentName": name})
 
 

@@ -65,8 +65,8 @@ class PrefixDeleter:
 
 
 def destroy(endpoint: str, clients: Any, *, dry_run: bool, delete_outputs: bool, poll_s: float = 15, progress: Any = None) -> str:
-    from deploy.aws.deploy import POLLS, PlanClients
-    from deploy.plan import apply
+    from deploy.aws.deploy import POLLS
+    from deploy.plan import PlanClients, apply
 
     state = read_or_assume(clients, endpoint, dry_run)
     plan = destroy_plan(endpoint, state, delete_outputs=delete_outputs)
