@@ -178,7 +178,7 @@ def convert(checkpoint: Path, out: Path, model_type: str | None, int8_calibratio
 
 @main.group()
 def deploy() -> None:
-    """Deploy the image: segany deploy aws ... (see segany deploy aws --help)."""
+    """Deploy the image: segany deploy aws|gcp ... (see segany deploy aws --help)."""
 
 
 @main.group()
@@ -198,11 +198,12 @@ def destroy() -> None:
 
 def _add_cloud_commands() -> None:
     from deploy.aws.commands import deploy_aws, destroy_aws, invoke_aws, status_aws
+    from deploy.gcp.commands import deploy_gcp, destroy_gcp, invoke_gcp, status_gcp
 
-    deploy.add_command(deploy_aws)
-    invoke.add_command(invoke_aws)
-    status.add_command(status_aws)
-    destroy.add_command(destroy_aws)
+    for group, commands in ((deploy, (deploy_aws, deploy_gcp)), (invoke, (invoke_aws, invoke_gcp)),
+                            (status, (status_aws, status_gcp)), (destroy, (destroy_aws, destroy_gcp))):
+        for command in commands:
+            group.add_command(command)
 
 
 _add_cloud_commands()
