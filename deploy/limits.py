@@ -96,3 +96,24 @@ MEMORY_HEADROOM = 1.25  # the container's page cache, a segment-everything reque
 CONVERSION_S = {"tiny": 15, "vit_b": 120, "vit_l": 270, "vit_h": 420}
 # A checkpoint's download at start (S3 to the instance, ~100 MB/s) plus loading, with margin.
 WEIGHTS_MB = {"tiny": 5, "vit_b": 375, "vit_l": 1250, "vit_h": 2560}
+
+# --- Cloud Run settings' ranges (checked by deploy/gcp/settings.py before any call) ------------
+# https://cloud.google.com/run/docs/configuring/services/memory-limits and .../services/cpu:
+# memory over 4 / 8 / 16 / 24 GiB needs at least 2 / 4 / 6 / 8 vCPU; at most 32 GiB and 8 vCPU.
+CLOUD_RUN_MEMORY_CPU = ((4, 2), (8, 4), (16, 6), (24, 8))  # (GiB over which, vCPU at least)
+CLOUD_RUN_MAX_MEMORY_GIB = 32
+CLOUD_RUN_CPUS = (1, 2, 4, 6, 8)  # whole vCPUs (fractions below 1 exist, too little for SAM)
+CLOUD_RUN_TIMEOUT_S = (1, 3600)  # https://cloud.google.com/run/docs/configuring/request-timeout
+CLOUD_RUN_CONCURRENCY = (1, 1000)  # https://cloud.google.com/run/docs/about-concurrency
+CLOUD_RUN_MAX_INSTANCES = 1000  # per revision; quotas may lower it (https://cloud.google.com/run/quotas)
+# https://cloud.google.com/run/docs/configuring/services/gpu: one NVIDIA L4 per instance, at least
+# 4 vCPU and 16 GiB, instance-based billing (CPU always allocated).
+CLOUD_RUN_GPU = {"nvidia-l4": {"min_cpu": 4, "min_memory_gib": 16}}
+# https://cloud.google.com/run/docs/configuring/healthchecks: periodSeconds 1-240, timeoutSeconds at
+# most periodSeconds; a startup probe may take up to 240 s x failureThreshold.
+CLOUD_RUN_PROBE_PERIOD_S = (1, 240)
+CLOUD_RUN_SERVICE_NAME = r"^[a-z]([-a-z0-9]{0,47}[a-z0-9])?$"  # https://cloud.google.com/run/docs/resource-model (49 chars)
+# https://cloud.google.com/run/docs/create-jobs, https://cloud.google.com/run/quotas
+CLOUD_RUN_JOB_TASKS = (1, 10000)
+CLOUD_RUN_JOB_TASK_TIMEOUT_S = 168 * 3600
+CLOUD_RUN_JOB_RETRIES = (0, 10)
