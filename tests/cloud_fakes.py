@@ -304,3 +304,35 @@ def fake_gcs(_fake_gcs_server: FakeGCS, monkeypatch: pytest.MonkeyPatch) -> Iter
 
 __all__ = ["FakeGCS", "LocalHTTP", "MotoS3", "Route", "fake_gcs", "local_http", "moto_s3"]
 __all__ += ["MotoAWS", "moto_aws"]
+
+
+# --- fake_cloudrun ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def _fake_cloudrun_server() -> Iterator["FakeCloudRun"]:
+    pytest.importorskip("google.cloud.run_v2")
+    from tests.fakes.fake_cloudrun import FakeCloudRun
+
+    server = FakeCloudRun(project="segany-test", region="us-central1").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def fake_cloudrun(_fake_cloudrun_server: "FakeCloudRun") -> Iterator["FakeCloudRun"]:
+    """The fake Cloud Run Admin API v2 (tests/fakes/fake_cloudrun.py), emptied, settings restored.
+
+    ``endpoint`` ("http://127.0.0.1:PORT", the clients' api_endpoint), ``requests`` (every
+    request: method, path, query, JSON body), ``project`` / ``region`` / ``parent``,
+    ``client(kind)``: a run_v2 Services/Revisions/Jobs/ExecutionsClient ("services",
+    "revisions", "jobs", "executions") aimed at it; ``operation_polls``, ``execution_polls``,
+    ``on_execution``, ``fail_next_revision()`` to steer it.
+    """
+    _fake_cloudrun_server.reset()
+    yield _fake_cloudrun_server
+
+
+__all__ += ["fake_cloudrun"]

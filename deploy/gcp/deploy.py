@@ -114,11 +114,16 @@ def check_image(s: GcpSettings, facts: ImageFacts, model: str) -> int:
 
 def deploy(s: GcpSettings, clients: Any, *, dry_run: bool, progress: Any = None) -> GcpOutcome:
     current, iam, offline = read_current(clients, s, dry_run)
+    failed = (current or {}).get("terminal_condition", {})
     uri, identity, facts, push = resolve_image(s, clients, offline)
     model = s.model or facts.baked_model or "vit_h"
     startup = check_image(s, facts, model)
     settings = s.model_dump(exclude={"poll_s", "image", "oci_archive", "local_image", "no_traffic", "invoker", "allow_unauthenticated"})
     release = Release(s, uri, model, release_id({"image": identity, "model": model, "settings": settings}), startup)
+    if (not s.job and current is not None and current.get("template", {}).get("revision") == release.revision
+            and not current.get("latest_ready_revision", "").endswith("/" + release.revision)):
+        raise DeployError(f"revision {release.revision} of this release never got ready ({failed.get('message', 'see its logs')}); "
+                          "a revision name is used once: fix the image or settings (a new release), or roll back")
     plan = Plan(push, ("no Google Cloud credentials were found: planned as if nothing existed yet",) if offline else ())
     plan = plan + (job_plan(release, current) if s.job else service_plan(release, current, iam))
     kind = "job" if s.job else "service"
@@ -149,7 +154,7 @@ def rollback(s_project: str, region: str, service: str, clients: Any, *, dry_run
         current = as_dict(clients("services").get_service(name=name))
     except Exception as exc:
         raise DeployError(f"no service {name} to roll back ({exc})") from None
-    shares = [t for t in current.get("traffic", []) if t.get("percent")]
+    shares = [t for t in current.get("traffic_statuses", []) if t.get("percent")]  # as routed, not as asked
     names = [r["name"].rsplit("/", 1)[1] for r in revisions(clients, name)]
     serving = max(shares, key=lambda t: t["percent"]).get("revision") if shares else None
     if serving not in names or names.index(serving) == 0:
@@ -158,7 +163,13 @@ def rollback(s_project: str, region: str, service: str, clients: Any, *, dry_run
     previous = names[names.index(serving) - 1]
     tags = [{"type_": REVISION, "revision": t["revision"], "tag": t["tag"]}
             for t in current.get("traffic", []) if t.get("tag") and t.get("revision")]
-    spec = {"name": name, "traffic": [{"type_": REVISION, "revision": previous, "percent": 100}] + tags}
+    for entry in tags:  # every tag URL stays; the previous revision's entry takes all the traffic
+        if entry["revision"] == previous:
+            entry["percent"] = 100
+            break
+    else:
+        tags.insert(0, {"type_": REVISION, "revision": previous, "percent": 100})
+    spec = {"name": name, "traffic": tags}
     plan = Plan((Call("services", "update_service", {"request": {"service": spec, "update_mask": {"paths": ["traffic"]}}},
                       f"all traffic back to {previous}", wait=Wait("services", OPERATION, {}, timeout_s=900)),))
     if dry_run:
@@ -204,14 +215,16 @@ def status(project: str, region: str, service: str, clients: Any) -> str:
         raise
     lines = [f"service {service}: {current.get('uri', '')}",
              f"  latest ready revision: {current.get('latest_ready_revision', '').rsplit('/', 1)[-1]}"]
-    status_by_revision = {t.get("revision"): t for t in current.get("traffic_statuses", [])}
-    lines.append("  revisions (oldest first):")
+    routed = current.get("traffic_statuses", [])  # the split as Cloud Run routes it
+    if current.get("terminal_condition", {}).get("state") == "CONDITION_FAILED":
+        lines.append(f"  last deploy failed: {current['terminal_condition'].get('message', '')}")
+    lines.append("  revisions (oldest first): share, tag, tag URL")
     for revision in revisions(clients, name):
         short = revision["name"].rsplit("/", 1)[1]
-        entries = [t for t in current.get("traffic", []) if t.get("revision") == short]
+        entries = [t for t in routed if t.get("revision") == short]
         percent = sum(t.get("percent", 0) for t in entries)
         tags = ", ".join(t["tag"] for t in entries if t.get("tag"))
-        uri = status_by_revision.get(short, {}).get("uri", "")
+        uri = " ".join(t["uri"] for t in entries if t.get("uri"))
         lines.append(f"    {short}  {percent:3d}%  {('tag ' + tags) if tags else ''} {uri}".rstrip())
     policy = as_dict(clients("services").get_iam_policy(request={"resource": name}))
     invokers = [m for b in policy.get("bindings", []) if b["role"] == INVOKER for m in b["members"]]
