@@ -83,6 +83,6 @@ def test_emit_yaml_is_a_knative_service(offline, tmp_path):
 
 def test_allow_unauthenticated_is_public_only_when_asked(offline):
     code, out = gcp("--dry-run", "--allow-unauthenticated")
-    assert code == 0 and '"allUsers"' in out
+    assert code == 0 and '"allUsers"' in out and "anyone who finds its URL" in out
     code, out = gcp("--dry-run")
     assert code == 0 and "set_iam_policy" not in out  # private: no invoker binding at all

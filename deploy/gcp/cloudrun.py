@@ -8,6 +8,7 @@ the dry run prints exactly what is sent.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from deploy.gcp.settings import GcpSettings
 from deploy.plan import OPERATION, Call, Plan, Wait
 from deploy.release import APP, versioned
 
+logger = logging.getLogger(__name__)
 PORT = 8080
 LABELS = ("segany-app", "segany-deployment", "segany-release", "segany-mode")  # GCP label keys take no ':'
 INGRESS = {"all": "INGRESS_TRAFFIC_ALL", "internal": "INGRESS_TRAFFIC_INTERNAL_ONLY",
@@ -160,11 +162,15 @@ def service_plan(r: Release, current: dict[str, Any] | None, iam: dict[str, Any]
     elif not in_place(current, spec):
         why = f"revision {r.revision}" + (" behind its tag (no traffic)" if s.no_traffic else ", all traffic once ready")
         calls.append(Call("services", "update_service", {"request": {"service": spec}}, why, wait=wait))
+    notes = ()
+    if s.allow_unauthenticated:
+        notes = ("--allow-unauthenticated: allUsers may invoke the service; anyone who finds its URL runs up its bill",)
+        logger.warning(notes[0])
     policy = policy_for(s, iam)
     if policy is not None:
         calls.append(Call("services", "set_iam_policy", {"request": {"resource": r.name, "policy": policy}},
                           f"invokers: {', '.join(m for b in policy['bindings'] if b['role'] == INVOKER for m in b['members']) or 'none'}"))
-    return Plan(tuple(calls))
+    return Plan(tuple(calls), notes)
 
 
 def job_spec(r: Release, input_uri: str, output_uri: str) -> dict[str, Any]:
