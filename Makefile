@@ -11,7 +11,7 @@ TORCH_INDEX_URL ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.segany-installed
 
-.PHONY: install serve test test-slow test-oci bench clean
+.PHONY: install serve test test-slow test-oci test-registry bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,13 @@ test-slow: $(STAMP)
 ## (needs root, buildah, skopeo, umoci, debootstrap when no registry serves python:3.11-slim; ~25 GB disk).
 test-oci: $(STAMP)
 	$(BIN)/python -m pytest -m oci -v
+
+## Push small images to a local docker-registry: only missing layers are sent (deploy/registry.py;
+## installs skopeo and docker-registry with apt-get when missing, which needs root).
+test-registry: $(STAMP)
+	@command -v skopeo >/dev/null && command -v docker-registry >/dev/null || \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q skopeo docker-registry; }
+	$(BIN)/python -m pytest -m registry -v
 
 ## All benchmark suites; results in bench/results/, table in README.md.
 bench: $(STAMP)

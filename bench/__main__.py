@@ -4,7 +4,9 @@ Suites: encoder (our encoder against eager torch, ONNX Runtime and OpenVINO), se
 (served overhead, cache speedup, /embed throughput), batching (adaptive batching on/off),
 coldstart (start to ready vs the floor, peak RSS), everything (segment-everything against
 SamAutomaticMaskGenerator), all; and gpu (the encoder on CUDA against eager SAM and
-segment-anything-fast, per batch size; not in all: run it on a GPU, see bench/device/run.sh).
+segment-anything-fast, per batch size; not in all: run it on a GPU, see bench/device/run.sh);
+push (the bytes a code-only release pushes to a registry; not in all: needs root, buildah, skopeo
+and docker-registry, and builds the image twice).
 `python -m bench report` rewrites the README table.
 """
 
@@ -20,7 +22,7 @@ SUITES = ("encoder", "serve", "batching", "coldstart", "everything")
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("suites", nargs="+", choices=[*SUITES, "gpu", "report", "all"])
+    parser.add_argument("suites", nargs="+", choices=[*SUITES, "gpu", "push", "report", "all"])
     parser.add_argument("--model", default="vit_b", help="model shape for serve (random-init weights)")
     parser.add_argument("--images", type=int, default=8, help="images per /embed throughput run")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
@@ -67,6 +69,10 @@ def main() -> None:
 
             gpu.run(tuple(args.gpu_models), tuple(args.gpu_batches), args.compile_mode,
                     tuple(args.gpu_paths) if args.gpu_paths else gpu.EAGER_PATHS + gpu.COMPILED_PATHS, args.gpu_result)
+        elif suite == "push":
+            from bench import push
+
+            push.run()
         elif suite == "report":
             from bench import report
 

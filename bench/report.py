@@ -148,8 +148,16 @@ def _rows_gpu(result: dict[str, Any]) -> Iterator[tuple[str, str, str, str]]:
             yield (f"mask IoU of {name} vs eager fp32 on the GPU ({model})", f"point {iou['point']:.4f}, box {iou['box']:.4f}", "", ">= 0.98")
 
 
+def _rows_push(result: dict[str, Any]) -> Iterator[tuple[str, str, str, str]]:
+    first, second, again = result["pushes"]
+    yield (f"bytes a code-only release pushes vs the image ({result['change']}; {result['image']})",
+           f"{second['registry_bytes_received'] / 1e6:.2f} MB vs {second['image_bytes_in_registry'] / 1e6:.0f} MB "
+           f"({second['layers_to_send']} of {second['layers']} layers; first push {first['registry_bytes_received'] / 1e6:.0f} MB, "
+           f"re-push {again['registry_bytes_received']} B)", f"{result['code_only_ratio']:.2%}", result["goal"])
+
+
 ROWS = {"serve": _rows_serve, "coldstart": _rows_coldstart, "encoder": _rows_encoder, "batching": _rows_batching,
-        "everything": _rows_everything, "gpu": _rows_gpu}
+        "everything": _rows_everything, "gpu": _rows_gpu, "push": _rows_push}
 
 
 def table() -> str:

@@ -5,7 +5,7 @@
 
 Steps: ``bentoml build`` (bentofile.yaml; its Dockerfile template is deploy/image/Dockerfile.j2),
 ``bentoml containerize`` with the variant as build arguments, and, with ``--bake-weights``, a
-thin layer on top that holds the model (deploy/bake.py; the heavy layers stay shared
+thin layer or two on top that hold the model (deploy/bake.py; the heavy layers stay shared
 between variants). Then the image's reference, digest and size are printed, the size is checked
 against SageMaker's and Cloud Run's limits (:func:`check_image`), and ``--oci-archive``
 writes an OCI archive that ``skopeo copy oci-archive:... docker://...`` pushes anywhere.
@@ -25,7 +25,8 @@ from importlib import metadata
 from pathlib import Path
 
 from deploy import base_image
-from deploy.bake import bake_command, bake_containerfile
+from deploy.bake import bake_command, bake_containerfile, reproducible_options
+from deploy.image_labels import VERSION, package_version
 from deploy.limits import CLOUD_RUN, GB, SAGEMAKER
 from deploy.oci import ImageInfo, export_oci_archive, inspect_image
 from runners.errors import ConfigError
@@ -238,6 +239,12 @@ def containerize_command(bento_tag: str, backend: str, ref: str, args: dict[str,
         command += ["--opt", f"secret=id={CA_SECRET_ID},src={ca_bundle.resolve()}"]
     if iidfile is not None and backend != "docker":  # docker's iidfile holds the config digest too, but not in all builders
         command += ["--opt", f"iidfile={iidfile}"]
+    # The Dockerfile labels device, torch and weights=none itself; the version only segany knows.
+    command += ["--opt", f"label={VERSION}={package_version()}"]
+    # One layer per step, reused while unchanged, and every file at time 0: a code-only release
+    # rebuilds only the code's layers, and its other layers come out with the same digests.
+    for name, value in reproducible_options(backend).items():
+        command += ["--opt", name if value is None else f"{name}={value}"]
     return command
 
 
@@ -319,7 +326,7 @@ def build(options: BuildOptions) -> BuildResult:
             (context / "Containerfile").write_text(bake_containerfile(options.device))
             _link_or_copy(options.bake_weights, context / options.bake_weights.name)
             _run(bake_command(backend, context, unbaked_ref, ref, options.bake_weights.name, model, options.platform,
-                              runtime.ref if runtime else None), env, steps)
+                              runtime.ref if runtime else None, options.device), env, steps)
     image = inspect_image(backend, ref)
     variant = Variant.of(options)
     result = BuildResult(image, variant, base_ref, check_image(image.size_bytes, variant),

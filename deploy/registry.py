@@ -1,4 +1,4 @@
-"""Push an image to any OCI registry, sending only the layers it does not hold yet.
+"""Push an image to any OCI registry, sending only the layers it does not hold yet (docs/image.md, "Pushing").
 
     plan = plan_push("containers-storage:localhost/segment-anywhere:cpu-vit_h",
                      "docker://123.dkr.ecr.eu-west-1.amazonaws.com/segany:1.2", RegistryAuth(host, "AWS", token))
@@ -6,17 +6,12 @@
     push(plan).digest                 # skopeo copy; the layers the registry has are skipped
 
 Sources: ``oci-archive:PATH[:name]`` (read here), ``containers-storage:REF``, ``docker-daemon:REF``,
-``docker://REF`` (``skopeo inspect``; without skopeo ``buildah inspect`` or ``docker image inspect``,
-which gives no layer sizes). The registry is asked over the OCI distribution API (``HEAD
-/v2/NAME/blobs/DIGEST``), with Basic or token auth as its 401 challenge asks. Local storage names
-layers by their uncompressed digest, not the compressed blob's a registry holds: those are matched
-by ``diff_id`` against the configs of the images already in the repository (the destination tag
-and up to :data:`REFERENCE_TAGS` others), and their sizes are the uncompressed ones.
-
-Credentials come from the caller (no cloud SDK here) and reach the push tool in a temporary
-authfile (mode 0600), never on a command line, never in a message. Without skopeo, ``buildah
-push`` (else ``podman push``) pushes ``containers-storage:`` sources and ``docker tag`` + ``docker
-push`` ``docker-daemon:`` ones; archives and registry sources need skopeo.
+``docker://REF`` (``skopeo inspect``; else ``buildah inspect``, or ``docker image inspect`` without
+layer sizes). Local storage names layers by their uncompressed digest: they are matched by
+``diff_id`` against the images already in the repository. Credentials come from the caller and
+reach the push tool in a temporary authfile (mode 0600), never a command line or a message.
+Without skopeo: ``buildah push`` (else ``podman push``) for ``containers-storage:``, ``docker
+push`` for ``docker-daemon:``.
 """
 
 from __future__ import annotations

@@ -68,7 +68,8 @@ def test_the_readme_table_has_a_row_per_committed_result() -> None:
     assert suites, "bench/results holds no results"
     markers = {"encoder": "served `/embed` vs bare OpenVINO f32", "coldstart": "start to ready vs floor",
                "serve": "prompt on a cached image", "batching": "batching on vs off",
-               "everything": "segment-everything, points_per_side 32", "gpu": "encoder img/s on"}
+               "everything": "segment-everything, points_per_side 32", "gpu": "encoder img/s on",
+               "push": "bytes a code-only release pushes"}
     for suite in suites:
         assert markers[suite] in table, suite
     readme = (RESULTS.parent.parent / "README.md").read_text()

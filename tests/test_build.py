@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from deploy import base_image, build
 from deploy.build import BuildOptions, Finding, Variant, check_image
+from deploy.image_labels import package_version
 from deploy.image import install
 from deploy.limits import GB, SAGEMAKER
 from deploy.oci import archive_manifest, export_command, image_info
@@ -97,9 +98,24 @@ def test_containerize_command(tmp_path: Path) -> None:
     opts = [command[i + 1] for i, arg in enumerate(command) if arg == "--opt"]
     assert opts == ["platform=linux/amd64", "build-arg=SEGANY_DEVICE=cpu",
                     "build-arg=SEGANY_PIP_CONSTRAINTS=torch==2 torchvision==0",
-                    f"secret=id=segany-ca,src={ca}", f"iidfile={tmp_path / 'iid'}"]
+                    f"secret=id=segany-ca,src={ca}", f"iidfile={tmp_path / 'iid'}",
+                    f"label=io.segment-anywhere.version={package_version()}",
+                    "layers", "timestamp=0"]  # buildah: a layer per step, cached; files and dates at time 0
     docker = build.containerize_command("t", "docker", "r", {}, platform="linux/amd64", ca_bundle=None)
     assert not any(arg.startswith(("secret=", "iidfile=")) for arg in docker)
+    docker_opts = [docker[i + 1] for i, arg in enumerate(docker) if arg == "--opt"]
+    assert "build-arg=SOURCE_DATE_EPOCH=0" in docker_opts and "layers" not in docker_opts
+    podman = build.containerize_command("t", "podman", "r", {}, platform="linux/amd64", ca_bundle=None)
+    assert podman[-2:] == ["--opt", "timestamp=0"]  # podman caches layers by default
+
+
+def test_containerize_opts_reach_buildah_as_reproducible_flags() -> None:
+    """--opt layers and --opt timestamp=0 become buildah's --layers and --timestamp 0 (through BentoML)."""
+    from bentoml._internal.container.buildah import construct_build_args
+
+    args = construct_build_args(context_path="/ctx", layers=True, timestamp=("0",),
+                                label=("io.segment-anywhere.version=0.1.0",))
+    assert args == ["--label", "io.segment-anywhere.version=0.1.0", "--layers", "--timestamp", "0", "/ctx"]
 
 
 def test_containerize_opts_reach_buildah_as_flags() -> None:
@@ -125,6 +141,16 @@ def test_image_refs_and_bake_command(tmp_path: Path) -> None:
                               "tiny.pth", "tiny", "linux/amd64", "segment-anywhere:cpu-slim")
     assert "SEGANY_IMAGE=segment-anywhere:cpu" in slim and "SEGANY_RUNTIME_IMAGE=segment-anywhere:cpu-slim" in slim
     assert build.bake_command("docker", tmp_path, "a", "b", "w.pth", "vit_b", "linux/amd64")[:2] == ["docker", "build"]
+    # reproducible layers, and what the bake adds to the labels (device, torch, version come from below)
+    assert command[command.index("--timestamp") + 1] == "0" and "--layers" in command
+    labels = {command[i + 1] for i, arg in enumerate(command) if arg == "--label"}
+    assert labels == {"io.segment-anywhere.model=tiny", "io.segment-anywhere.weights=converted"}
+    cuda_bake = build.bake_command("podman", tmp_path, "a", "b", "w.pth", "vit_h", "linux/amd64", device="cuda")
+    assert {cuda_bake[i + 1] for i, arg in enumerate(cuda_bake) if arg == "--label"} == {
+        "io.segment-anywhere.model=vit_h", "io.segment-anywhere.weights=checkpoint"}
+    assert "--layers" not in cuda_bake and cuda_bake[cuda_bake.index("--timestamp") + 1] == "0"
+    docker_bake = build.bake_command("docker", tmp_path, "a", "b", "w.pth", "vit_b", "linux/amd64")
+    assert "SOURCE_DATE_EPOCH=0" in docker_bake and "--timestamp" not in docker_bake
     # CUDA: the checkpoint as a layer, for the torch engine
     cuda = build.bake_containerfile("cuda")
     assert "COPY ${WEIGHTS} /opt/segany/weights/${WEIGHTS}" in cuda and "SEGANY_CHECKPOINT=/opt/segany/weights/${WEIGHTS}" in cuda
@@ -135,6 +161,11 @@ def test_image_refs_and_bake_command(tmp_path: Path) -> None:
     assert "AS convert" in converting and "segany convert --checkpoint /tmp/weights/${WEIGHTS} --out /opt/segany/openvino" in converting
     assert "FROM ${SEGANY_IMAGE} AS convert" in converting and final.startswith("FROM ${SEGANY_RUNTIME_IMAGE}\n")
     assert "COPY --from=convert /opt/segany/openvino /opt/segany/openvino" in final
+    # the manifest (it records the conversion's duration) is a layer of its own, after the model's
+    assert "mv /opt/segany/openvino/manifest.json /opt/segany/manifest/" in converting
+    copies = [line for line in final.splitlines() if line.startswith("COPY")]
+    assert copies == ["COPY --from=convert /opt/segany/openvino /opt/segany/openvino",
+                      "COPY --from=convert /opt/segany/manifest/manifest.json /opt/segany/openvino/manifest.json"]
     assert "SEGANY_OPENVINO_DIR=/opt/segany/openvino" in final and "SEGANY_CHECKPOINT" not in final
     assert "WEIGHTS" not in final and "USER" not in final
     assert "/opt/ml/model" not in cpu + cuda
@@ -251,6 +282,11 @@ def test_dockerfile_template_contract() -> None:
                    for line in text.splitlines())
     bentofile = (ROOT / "bentofile.yaml").read_text()
     assert 'dockerfile_template: "deploy/image/Dockerfile.j2"' in bentofile
+    # what the image carries, labelled from its build arguments (a bake adds the model's)
+    assert ('LABEL io.segment-anywhere.device="${SEGANY_DEVICE}" io.segment-anywhere.torch="${SEGANY_TORCH}" '
+            'io.segment-anywhere.weights="none"') in text
+    # the dependencies' layers come before the code's, so that a code-only release rebuilds only the code's
+    assert text.index("python3 ./env/docker/segany_install.py") < text.index("\nCOPY . ./\n") < text.index("install -q --no-deps")
 
 
 # --- inspect and archive -----------------------------------------------------------------------

@@ -314,3 +314,10 @@ def test_label_names_and_baked_model() -> None:
     assert baked_model({**bake_labels("cpu", "tiny"), "other": "x"}) == "tiny"
     assert baked_model({"io.segment-anywhere.weights": "none"}) is None and baked_model({}) is None
     assert carried({"io.segment-anywhere.device": "cpu", "io.buildah.version": "1"}) == {"io.segment-anywhere.device": "cpu"}
+
+
+def test_read_source_of_an_archive_asks_no_registry(tmp_path: Path) -> None:
+    archive, manifest, _, _ = _two_versions(tmp_path)
+    found = registry.read_source(f"oci-archive:{archive}:test")
+    assert found.digest == manifest["digest"] and found.labels["io.segment-anywhere.device"] == "cpu"
+    assert found.size_bytes == manifest["config"]["size"] + sum(layer["size"] for layer in manifest["layers"])
