@@ -234,6 +234,7 @@ class _Registry:
         if auth is not None and auth.registry.removeprefix("https://").rstrip("/") != host:
             raise ConfigError(f"the credentials are for {auth.registry}, not {host}: pass RegistryAuth({host!r}, ...).")
         self.name, self.auth, self.header = name, auth, ""
+        self.actions = "pull"  # what a bearer token is asked for (delete_image asks for delete too)
         self.client = httpx.Client(verify=tls_verify, timeout=30, follow_redirects=True)  # redirects drop Authorization
         self.base = f"https://{host}"
         if not tls_verify:  # a local registry: https unverified, or plain http
@@ -264,7 +265,7 @@ class _Registry:
         """Answer a 401's challenge; False when there is nothing new to answer it with."""
         scheme, challenge = parse_challenge(response.headers.get("www-authenticate", ""))
         if scheme == "bearer":
-            realm, query = token_request(challenge, f"repository:{self.name}:pull")
+            realm, query = token_request(challenge, f"repository:{self.name}:{self.actions}")
             try:
                 token = self.client.get(realm, params=query, auth=(self.auth.username, self.auth.password) if self.auth else None)
             except httpx.TransportError:
@@ -380,3 +381,23 @@ def read_source(source: str) -> SourceImage:
     size = manifest["config"]["size"] + sum(layer["size"] for layer in manifest["layers"])
     labels = dict((config.get("config") or {}).get("Labels") or {})
     return SourceImage(digest or manifest["config"]["digest"], labels, size)
+
+
+def delete_image(ref: str, auth: RegistryAuth | None, tls_verify: bool = True) -> str | None:
+    """Delete the image ``HOST/NAME:TAG`` (or ``@DIGEST``) points at, by the OCI distribution API
+    (DELETE of its manifest, which Artifact Registry and ECR's Docker endpoints accept); returns the
+    deleted digest, None when it is not there. Its layers go with the registry's garbage collection."""
+    host, name, reference = parse_dest(ref)
+    registry = _Registry(host, name, auth, tls_verify)
+    registry.actions = "pull,push,delete"
+    found = registry.request("HEAD", f"manifests/{reference}", ACCEPT)
+    if found.status_code == 404:
+        return None
+    digest = found.headers.get("docker-content-digest") or (reference if reference.startswith("sha256:") else None)
+    if found.status_code != 200 or not digest:
+        raise ConfigError(f"cannot read {ref} ({found.status_code}) to delete it; delete it in the registry's console.")
+    deleted = registry.request("DELETE", f"manifests/{digest}")
+    if deleted.status_code not in (200, 202):
+        raise ConfigError(f"the registry refused to delete {ref} ({deleted.status_code}): deleting needs the "
+                          "repository's delete permission (Artifact Registry: roles/artifactregistry.repoAdmin).")
+    return digest

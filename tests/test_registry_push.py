@@ -18,6 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Iterator
 
+import httpx
 import pytest
 
 from bench.push import LocalRegistry
@@ -201,3 +202,29 @@ def test_both_deploy_commands_push_only_missing_layers(registry: LocalRegistry, 
     assert set(registry.blobs()) == before  # Artifact Registry's stand-in already holds every layer
     template = fake_cloudrun.services[f"{fake_cloudrun.parent}/services/sam"]["template"]
     assert template["containers"][0]["image"].startswith(f"{registry.host}/segment-anywhere:sha-") and "deployed" in out
+
+
+def test_destroy_gcp_deletes_the_images_only_when_asked(registry: LocalRegistry, images: Images, fake_cloudrun,
+                                                       monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    from deploy.cli import main
+
+    def segany(*args: str) -> str:
+        result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    monkeypatch.setenv("SEGANY_CLOUD_RUN_ENDPOINT", fake_cloudrun.endpoint)
+    where = ("--project", fake_cloudrun.project, "--region", fake_cloudrun.region, "--service", "sam")
+    segany("deploy", "gcp", *where, "--registry", registry.host, "--oci-archive", str(images.v1))
+    image = fake_cloudrun.services[f"{fake_cloudrun.parent}/services/sam"]["template"]["containers"][0]["image"]
+    manifest = f"http://{registry.host}/v2/segment-anywhere/manifests/{image.rsplit(':', 1)[1]}"
+    accept = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
+    assert httpx.get(manifest, headers=accept).status_code == 200
+    out = segany("destroy", "gcp", *where, "--delete-images", "--dry-run")
+    assert "registry.delete_image" in out and image in out
+    assert httpx.get(manifest, headers=accept).status_code == 200
+    segany("deploy", "gcp", *where, "--registry", registry.host, "--oci-archive", str(images.v1))
+    out = segany("destroy", "gcp", *where, "--delete-images")
+    assert "and 1 image(s)" in out and httpx.get(manifest, headers=accept).status_code == 404

@@ -207,17 +207,19 @@ def status_gcp(project: str | None, region: str | None, service: str) -> None:
 @click.option("--region", default=None)
 @click.option("--service", default="segment-anywhere", show_default=True)
 @click.option("--job", is_flag=True, help="Delete the job of that name instead.")
+@click.option("--delete-images", is_flag=True, help="Also delete the images its revisions ran from the registry.")
 @click.option("--dry-run", is_flag=True)
-def destroy_gcp(project: str | None, region: str | None, service: str, job: bool, dry_run: bool) -> None:
-    """Delete the service (or job) segany deploy gcp made; images stay in the registry."""
+def destroy_gcp(project: str | None, region: str | None, service: str, job: bool, delete_images: bool, dry_run: bool) -> None:
+    """Delete the service (or job) segany deploy gcp made; its images only with --delete-images."""
     from deploy.gcp.deploy import destroy
 
     try:
         where = _where(project, region)
         if dry_run:
-            click.echo(destroy(*where, service, _clients(), job=job, dry_run=True))
+            click.echo(destroy(*where, service, _clients(), job=job, dry_run=True, delete_images=delete_images))
             return
         with _progress() as progress:
-            click.echo(destroy(*where, service, _clients(), job=job, dry_run=False, progress=progress))
+            click.echo(destroy(*where, service, _clients(), job=job, dry_run=False, progress=progress,
+                               delete_images=delete_images))
     except SegAnyError as exc:
         _fail(exc)

@@ -178,7 +178,22 @@ def rollback(s_project: str, region: str, service: str, clients: Any, *, dry_run
     return f"{service}: all traffic on {previous} again (was {serving})"
 
 
-def destroy(project: str, region: str, service: str, clients: Any, *, job: bool, dry_run: bool, progress: Any = None) -> str:
+class ImageDeleter:
+    """The plan's ``registry`` pseudo-client for destroy: deletes a revision's image."""
+
+    def __init__(self, clients: Any) -> None:
+        self.clients = clients
+
+    def delete_image(self, ref: str) -> dict[str, Any]:
+        from deploy.registry import delete_image
+
+        host = ref.split("/")[0]
+        local = host.startswith(("127.", "localhost"))
+        return {"deleted": delete_image(ref, None if local else _auth(self.clients, host), tls_verify=not local)}
+
+
+def destroy(project: str, region: str, service: str, clients: Any, *, job: bool, dry_run: bool, progress: Any = None,
+            delete_images: bool = False) -> str:
     kind = "jobs" if job else "services"
     name = f"projects/{project}/locations/{region}/{kind}/{service}"
     if not clients.has_credentials():
@@ -196,13 +211,25 @@ def destroy(project: str, region: str, service: str, clients: Any, *, job: bool,
         plan = Plan()
     if current.get("labels", {}).get("segany-app") != APP:
         return f"{name} has no segany labels: left alone"
+    images = _images_of(clients, name, job, current) if delete_images and clients.has_credentials() else []
     plan = plan + Plan((Call(kind, "delete_job" if job else "delete_service", {"request": {"name": name}},
-                             f"delete {kind[:-1]} {service} (its revisions go with it; images stay in the registry)",
+                             f"delete {kind[:-1]} {service} (its revisions go with it)",
                              wait=Wait(kind, OPERATION, {}, timeout_s=600)),))
+    plan = plan + Plan(tuple(Call("registry", "delete_image", {"ref": image}, f"delete image {image}") for image in images),
+                       () if delete_images else ("images stay in the registry (add --delete-images to delete them)",))
     if dry_run:
         return render(plan, f"segany destroy gcp: {service} (dry run: nothing is changed)")
-    apply(plan, clients, progress=progress)
-    return f"deleted {name}"
+    apply(plan, PlanClients(clients, {"registry": ImageDeleter(clients)}), progress=progress)
+    return f"deleted {name}" + (f" and {len(images)} image(s)" if images else "; images stay in the registry")
+
+
+def _images_of(clients: Any, name: str, job: bool, current: dict[str, Any]) -> list[str]:
+    """The images our revisions (or the job) run, each once."""
+    if job:
+        containers = current.get("template", {}).get("template", {}).get("containers", [])
+    else:
+        containers = [c for r in revisions(clients, name) for c in r.get("containers", [])]
+    return sorted({c["image"] for c in containers if c.get("image")})
 
 
 def status(project: str, region: str, service: str, clients: Any) -> str:
