@@ -176,6 +176,76 @@ def convert(checkpoint: Path, out: Path, model_type: str | None, int8_calibratio
     logger.info("converted; serve with SEGANY_OPENVINO_DIR=%s%s", out, " SEGANY_PRECISION=int8" if int8_calibration else "")
 
 
+@main.command(context_settings={"show_default": True})
+@click.argument("input_uri", metavar="INPUT", required=False)
+@click.argument("output_uri", metavar="OUTPUT", required=False)
+@click.option("--task", type=click.Choice(["everything", "segment", "embed"]), default="everything")
+@click.option("--model", type=MODEL_TYPE, default=None, help="SEGANY_MODEL for this run.")
+@click.option("--checkpoint", default=None, help="SEGANY_CHECKPOINT for this run.")
+@click.option("--output-format", type=click.Choice(["rle", "png", "polygon", "overlay"]), default=None)
+@click.option("--points", default=None, help="JSON [[x, y], ...] (segment)")
+@click.option("--labels", default=None, help="JSON [1, 0, ...] (default: 1 per point)")
+@click.option("--boxes", default=None, help="JSON [[x0, y0, x1, y1], ...] (segment)")
+@click.option("--options", default=None, help="JSON object of other request fields, e.g. '{\"points_per_side\": 16}'.")
+@click.option("--tasks", type=int, default=None, help="Task count (default CLOUD_RUN_TASK_COUNT, else 1).")
+@click.option("--task-index", type=int, default=None, help="This task's index (default CLOUD_RUN_TASK_INDEX, else 0).")
+@click.option("--merge", "merge_only", type=str, default=None, metavar="OUTPUT", help="Only join OUTPUT's task manifests.")
+def batch(input_uri, output_uri, task, model, checkpoint, output_format, points, labels, boxes, options, tasks,  # type: ignore[no-untyped-def]
+          task_index, merge_only) -> None:
+    """Every image under INPUT (a folder, s3:// or gs:// prefix) through the model, one result per
+    image under OUTPUT, with a manifest; what `segany deploy gcp --job` runs in each task."""
+    import json as json_module
+
+    from deploy.batch import BatchSpec, load_pipeline, merge_manifests, run_batch
+
+    def parse() -> BatchSpec:
+        from runners.errors import ConfigError
+
+        if not (input_uri and output_uri):
+            raise ConfigError("give INPUT and OUTPUT (or --merge OUTPUT)")
+        try:
+            fields = json_module.loads(options) if options else {}
+            for key, value in (("points", points), ("labels", labels), ("boxes", boxes)):
+                if value:
+                    fields[key] = json_module.loads(value)
+        except ValueError as exc:
+            raise ConfigError(f"--points/--labels/--boxes/--options must be JSON ({exc})") from None
+        if "points" in fields and "labels" not in fields:
+            fields["labels"] = [1] * len(fields["points"])
+        if output_format and task != "embed":
+            fields["output"] = output_format
+        return BatchSpec.sharded_from_env(input_uri, output_uri, task, fields, task_index, tasks)
+
+    if merge_only:
+        merged = _run(lambda: merge_manifests(merge_only))
+        logger.info("%d succeeded, %d skipped, %d failed: %s/_manifest.json", len(merged["succeeded"]),
+                    len(merged["skipped"]), len(merged["failed"]), merge_only)
+        return
+    spec = _run(parse)
+    for name, value in (("SEGANY_MODEL", model), ("SEGANY_CHECKPOINT", checkpoint)):
+        if value:
+            os.environ[name] = value
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from runners.settings import Settings
+
+    def run() -> dict:
+        pipeline = load_pipeline(Settings.from_env())
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=Console(stderr=True)) as bar:
+            manifest = run_batch(spec, pipeline, bar)
+        if spec.task_count == 1:
+            merge_manifests(spec.output)
+        return manifest
+
+    manifest = _run(run)
+    logger.info("%d written, %d already there, %d failed; manifest %s", len(manifest["succeeded"]),
+                len(manifest["skipped"]), len(manifest["failed"]), manifest["manifest"])
+    if manifest["failed"]:
+        logger.error("%d image(s) failed: see %s", len(manifest["failed"]), manifest["manifest"])
+        sys.exit(2)
+
+
 @main.group()
 def deploy() -> None:
     """Deploy the image: segany deploy aws|gcp ... (see segany deploy aws --help)."""

@@ -37,7 +37,10 @@ def summary(outcome: Any) -> str:
 
             e = as_dict(execution)
             counts = f": {e.get('succeeded_count', 0)} task(s) succeeded, {e.get('failed_count', 0)} failed"
-        return (f"{outcome.text}{counts}\nresults under {s.output}/, manifests under {s.output}/_manifest/\n{cost_line(s)}")
+        manifest = (outcome.answers or {}).get("manifest")
+        merged = (f"; {len(manifest['succeeded'])} image(s) done, {len(manifest['skipped'])} already there, "
+                  f"{len(manifest['failed'])} failed ({s.output}/_manifest.json)") if manifest else ""
+        return f"{outcome.text}{counts}{merged}\nresults under {s.output}/\n{cost_line(s)}"
     auth = "" if s.allow_unauthenticated else ' -H "Authorization: Bearer $(gcloud auth print-identity-token)"'
     lines = [f"{outcome.text}: {'deployed' if outcome.plan else 'unchanged (this release already serves)'}",
              f"revision: {r.revision} (tag {r.tag}){' behind its tag URL, no traffic' if s.no_traffic else ''}",

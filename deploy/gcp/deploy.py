@@ -136,7 +136,15 @@ def deploy(s: GcpSettings, clients: Any, *, dry_run: bool, progress: Any = None)
         if not s.job and current is not None:
             raise DeployError(f"{exc.message}; the traffic stays where it was (segany status gcp --service {s.service})") from exc
         raise
-    return GcpOutcome(plan, title, release, applied.answers)
+    answers = dict(applied.answers)
+    if s.job:  # the tasks each wrote a manifest: one for the whole run
+        from deploy.batch import merge_manifests
+
+        try:
+            answers["manifest"] = merge_manifests(s.output or "")
+        except Exception as exc:  # the run is done either way: say so, do not fail it
+            logger.warning("could not merge the task manifests under %s: %s", s.output, exc)
+    return GcpOutcome(plan, title, release, answers)
 
 
 def revisions(clients: Any, service_name: str) -> list[dict[str, Any]]:

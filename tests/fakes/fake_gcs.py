@@ -5,6 +5,8 @@ Serves, on 127.0.0.1 and a free port:
 * ``GET /storage/v1/b/{bucket}``: bucket metadata (the client fetches it in the background);
 * ``GET /storage/v1/b/{bucket}/o/{object}``: object metadata, or the bytes with ``alt=media``;
 * ``GET /download/storage/v1/b/{bucket}/o/{object}?alt=media``: the bytes (the ``mediaLink``);
+* ``GET /storage/v1/b/{bucket}/o?prefix=``: the objects under a prefix (one page);
+* ``POST /upload/storage/v1/b/{bucket}/o?uploadType=multipart``: an upload (what the batch runner writes);
 
 with ``generation`` / ``ifGenerationMatch`` query parameters, ``Range: bytes=a-b`` (206),
 ``X-Goog-Hash`` (crc32c and md5) so the client verifies what it downloads, and JSON errors
@@ -23,6 +25,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 _PATH = re.compile(r"^(?:/download)?/storage/v1/b/(?P<bucket>[^/]+)(?:/o/(?P<object>[^/]+))?/?$")
+_LIST = re.compile(r"^/storage/v1/b/(?P<bucket>[^/]+)/o/?$")
+_UPLOAD = re.compile(r"^/upload/storage/v1/b/(?P<bucket>[^/]+)/o/?$")
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -142,6 +146,9 @@ def _make_handler(fake: FakeGCS) -> type[BaseHTTPRequestHandler]:
                 fake.requests.append(("GET", self.path, dict(self.headers.items())))
             parts = urlsplit(self.path)
             query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+            listing = _LIST.match(parts.path)
+            if listing is not None:
+                return self._list(unquote(listing["bucket"]), query)
             match = _PATH.match(parts.path)
             if match is None:
                 return self._error(404, f"Not Found: {parts.path}")
@@ -163,6 +170,43 @@ def _make_handler(fake: FakeGCS) -> type[BaseHTTPRequestHandler]:
             if query.get("alt") == "media" or parts.path.startswith("/download/"):
                 return self._media(obj)
             return self._json(200, fake.metadata(bucket, name, obj))
+
+        def _list(self, bucket: str, query: dict[str, str]) -> None:
+            """objects.list (cloud.google.com/storage/docs/json_api/v1/objects/list): by prefix, one page."""
+            with fake._lock:
+                objects = fake.buckets.get(bucket)
+                if objects is None:
+                    return self._error(404, "The specified bucket does not exist.")
+                items = [fake.metadata(bucket, name, obj) for name, obj in sorted(objects.items())
+                         if name.startswith(query.get("prefix", ""))]
+            return self._json(200, {"kind": "storage#objects", "items": items})
+
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            """A multipart upload (objects.insert, uploadType=multipart): metadata JSON, then the bytes."""
+            import email
+            import email.policy
+
+            with fake._lock:
+                fake.requests.append(("POST", self.path, dict(self.headers.items())))
+            parts = urlsplit(self.path)
+            query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+            match = _UPLOAD.match(parts.path)
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if match is None or query.get("uploadType") != "multipart":
+                return self._error(400, f"only multipart uploads are faked, not {self.path}")
+            bucket = unquote(match["bucket"])
+            message = email.message_from_bytes(
+                b"Content-Type: " + self.headers["Content-Type"].encode() + b"\r\n\r\n" + body, policy=email.policy.HTTP)
+            metadata_part, media_part = list(message.iter_parts())
+            metadata = json.loads(metadata_part.get_content())
+            data = media_part.get_payload(decode=True)
+            with fake._lock:
+                if bucket not in fake.buckets:
+                    return self._error(404, "The specified bucket does not exist.")
+            fake.put(bucket, metadata["name"], data, metadata.get("contentType") or media_part.get_content_type())
+            with fake._lock:
+                obj = fake.buckets[bucket][metadata["name"]]
+            return self._json(200, fake.metadata(bucket, metadata["name"], obj))
 
         def _media(self, obj: StoredObject) -> None:
             data, status, extra = obj.data, 200, {}
