@@ -29,7 +29,7 @@ import string
 import threading
 import uuid
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -40,6 +40,7 @@ from google.protobuf import json_format, timestamp_pb2
 
 from tests.fakes import fake_cloudrun_rules as rules
 from tests.fakes.fake_cloudrun_rules import ApiError
+from tests.fakes.local_server import LocalServer
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ def task_env(execution: dict[str, Any], task_index: int, attempt: int = 0) -> di
     return env
 
 
-class FakeCloudRun:
+class FakeCloudRun(LocalServer):
     """The fake server; ``endpoint`` is the ``api_endpoint`` to give the clients."""
 
     def __init__(self, project: str = "segany-test", region: str = "us-central1") -> None:
@@ -140,27 +141,10 @@ class FakeCloudRun:
         self.requests: list[RecordedRequest] = []
         self.task_attempts: list[tuple[str, int, int, bool]] = []  # (execution, index, attempt, succeeded)
         self._lock = threading.RLock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="fake-cloudrun", daemon=True)
+        self._serve(_make_handler(self), "fake-cloudrun")
         self.reset()
 
     # --- life cycle and test helpers -------------------------------------------------------
-
-    @property
-    def endpoint(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> "FakeCloudRun":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
 
     def reset(self) -> None:
         """Forget every resource, operation, policy and request; restore the settings."""

@@ -64,6 +64,14 @@ def _page(items: list[dict], query: dict[str, str], key: str, message: type, int
     return 200, answer
 
 
+def _stored(fake: FakeCloudRun, store: dict, kind: str, name: str, message: type, ints: bool) -> Answer:
+    """A Get: the stored resource, or NOT_FOUND as the API words it."""
+    with fake._lock:
+        if name not in store:
+            raise not_found(kind, name)
+        return 200, _render(store[name], message, ints)
+
+
 def _op(fake: FakeCloudRun, op: Any, ints: bool) -> Answer:
     return 200, fake._op_json(op, ints)
 
@@ -91,11 +99,7 @@ def list_services(fake: FakeCloudRun, g: dict, q: dict, raw: bytes, ints: bool) 
 
 @_route("GET", f"/services/(?P<id>{_ID})")
 def get_service(fake: FakeCloudRun, g: dict, q: dict, raw: bytes, ints: bool) -> Answer:
-    name = f"{g['parent']}/services/{g['id']}"
-    with fake._lock:
-        if name not in fake.services:
-            raise not_found("SERVICE", name)
-        return 200, _render(fake.services[name], SERVICE, ints)
+    return _stored(fake, fake.services, "SERVICE", f"{g['parent']}/services/{g['id']}", SERVICE, ints)
 
 
 @_route("PATCH", f"/services/(?P<id>{_ID})", {"updateMask", "validateOnly", "allowMissing"})
@@ -142,11 +146,7 @@ def list_revisions(fake: FakeCloudRun, g: dict, q: dict, raw: bytes, ints: bool)
 
 @_route("GET", f"/services/(?P<id>{_ID})/revisions/(?P<rev>{_ID})")
 def get_revision(fake: FakeCloudRun, g: dict, q: dict, raw: bytes, ints: bool) -> Answer:
-    name = f"{g['parent']}/services/{g['id']}/revisions/{g['rev']}"
-    with fake._lock:
-        if name not in fake.revisions:
-            raise not_found("REVISION", name)
-        return 200, _render(fake.revisions[name], REVISION, ints)
+    return _stored(fake, fake.revisions, "REVISION", f"{g['parent']}/services/{g['id']}/revisions/{g['rev']}", REVISION, ints)
 
 
 @_route("DELETE", f"/services/(?P<id>{_ID})/revisions/(?P<rev>{_ID})", {"validateOnly", "etag"})
@@ -223,11 +223,7 @@ def list_jobs(fake: FakeCloudRun, g: dict, q: dict, raw: bytes, ints: bool) -> A
 
 @_route("GET", f"/jobs/(?P<id>{_ID})")
 def get_job(fake: FakeCloudRun, g: dict, q: dict, raw: bytes, ints: bool) -> Answer:
-    name = f"{g['parent']}/jobs/{g['id']}"
-    with fake._lock:
-        if name not in fake.jobs:
-            raise not_found("JOB", name)
-        return 200, _render(fake.jobs[name], JOB, ints)
+    return _stored(fake, fake.jobs, "JOB", f"{g['parent']}/jobs/{g['id']}", JOB, ints)
 
 
 @_route("PATCH", f"/jobs/(?P<id>{_ID})", {"validateOnly", "allowMissing"})

@@ -21,8 +21,10 @@ import json
 import re
 import threading
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+from tests.fakes.local_server import LocalServer
 
 _PATH = re.compile(r"^(?:/download)?/storage/v1/b/(?P<bucket>[^/]+)(?:/o/(?P<object>[^/]+))?/?$")
 _LIST = re.compile(r"^/storage/v1/b/(?P<bucket>[^/]+)/o/?$")
@@ -60,7 +62,7 @@ class StoredObject:
     md5_b64: str
 
 
-class FakeGCS:
+class FakeGCS(LocalServer):
     """The fake server. ``endpoint`` is what STORAGE_EMULATOR_HOST should be set to."""
 
     def __init__(self) -> None:
@@ -68,25 +70,7 @@ class FakeGCS:
         self.requests: list[tuple[str, str, dict[str, str]]] = []  # (method, path, headers)
         self._generation = 1_700_000_000_000_000
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-gcs", daemon=True
-        )
-
-    @property
-    def endpoint(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> "FakeGCS":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        self._serve(_make_handler(self), "fake-gcs")
 
     def create_bucket(self, bucket: str) -> None:
         with self._lock:
