@@ -173,3 +173,30 @@ def test_invoke_gcp_against_the_service_process(server, predictor_for):
     full_logits, _scores, _low_res = reference(predictor_for("truck"), {"points": [[500, 375]], "labels": [1]}, True)
     ours = np.stack([mask_utils.decode(m["segmentation"]) for m in answer["results"][0]["masks"]]).astype(bool)
     assert_masks_match(ours, full_logits)
+
+
+def test_the_artifact_registry_repository_is_created_only_when_asked(run, monkeypatch, tmp_path):
+    from google.auth.credentials import AnonymousCredentials
+
+    from deploy.gcp.artifact_registry import ArtifactRegistry
+    from tests.fakes.fake_artifact_registry import FakeArtifactRegistry
+    from tests.test_deploy_aws import oci_archive
+
+    registry = FakeArtifactRegistry().start()
+    try:
+        monkeypatch.setenv("SEGANY_ARTIFACT_REGISTRY_ENDPOINT", registry.endpoint)
+        archive = oci_archive(tmp_path / "image.tar", {"io.segment-anywhere.device": "cpu", "io.segment-anywhere.model": "tiny",
+                                                        "io.segment-anywhere.weights": "converted"})
+        where = ("deploy", "gcp", "--project", run.project, "--region", run.region, "--service", "sam", "--oci-archive", str(archive))
+        code, out = segany(*where)
+        assert code == 2 and "--create-repository" in out and "gcloud artifacts repositories create" in out
+        assert mutations(run) == []  # stopped before anything was pushed or deployed
+        code, out = segany(*where, "--create-repository", "--dry-run")
+        assert code == 0 and "artifactregistry.create_repository" in out and '"format": "DOCKER"' in out
+        assert not registry.repositories
+        name = f"{run.parent}/repositories/segment-anywhere"
+        made = ArtifactRegistry(AnonymousCredentials()).create_repository(
+            run.parent, "segment-anywhere", {"format": "DOCKER", "labels": {"segany-app": "segment-anywhere"}})
+        assert made["name"] == name and ArtifactRegistry(AnonymousCredentials()).exists(name)
+    finally:
+        registry.stop()

@@ -60,6 +60,7 @@ def summary(outcome: Any) -> str:
 @click.option("--oci-archive", default=None)
 @click.option("--local-image", default=None)
 @click.option("--repository", default=None, help="Artifact Registry repository (default segment-anywhere).")
+@click.option("--create-repository", is_flag=True, default=None, help="Create the repository when it is missing.")
 @click.option("--registry", default=None, help="Push here instead of Artifact Registry.")
 @click.option("--model", type=click.Choice(["tiny", "vit_b", "vit_l", "vit_h"]), default=None)
 @click.option("--checkpoint", default=None, help="gs:// weights when not baked.")

@@ -69,12 +69,34 @@ def resolve_image(s: GcpSettings, clients: Any, offline: bool) -> tuple[str, str
     registry = s.registry or f"{s.region}-docker.pkg.dev/{s.project}/{s.repository}"
     dest = f"{registry}/segment-anywhere:sha-{found.digest.split(':', 1)[1][:12]}"
     to_send = found.size_bytes
-    if not offline:
+    calls: list[Call] = []
+    if not s.registry:
+        calls += _repository_calls(s, clients, offline)
+    if not offline and not calls:
         local = registry.startswith(("127.", "localhost"))
         to_send = plan_push(source, dest, None if local else _auth(clients, registry), tls_verify=not local).bytes_to_send
-    push = Call("registry", "push", {"source": source, "dest": dest},
-                f"push {to_send / 1e6:.1f} MB of {found.size_bytes / 1e6:.1f} MB (layers the registry lacks)")
-    return dest, found.digest, ImageFacts(found.labels, found.size_bytes), (push,)
+    calls.append(Call("registry", "push", {"source": source, "dest": dest},
+                      f"push {to_send / 1e6:.1f} MB of {found.size_bytes / 1e6:.1f} MB (layers the registry lacks)"))
+    return dest, found.digest, ImageFacts(found.labels, found.size_bytes), tuple(calls)
+
+
+def _repository_calls(s: GcpSettings, clients: Any, offline: bool) -> list[Call]:
+    """Creating the Artifact Registry repository when asked and missing; a missing one not asked
+    for stops here, with the fix, before anything is pushed."""
+    from deploy.gcp.artifact_registry import ArtifactRegistry, repository_name
+
+    name = repository_name(s.project, s.region, s.repository)
+    if not offline and ArtifactRegistry(clients.credentials()).exists(name):
+        return []
+    if not s.create_repository:
+        if offline:
+            return []
+        raise ConfigError(f"the Artifact Registry repository {name} does not exist: add --create-repository, or "
+                          f"gcloud artifacts repositories create {s.repository} --repository-format=docker --location={s.region}")
+    return [Call("artifactregistry", "create_repository", {
+        "parent": name.rsplit("/repositories/", 1)[0], "repository_id": s.repository,
+        "repository": {"format": "DOCKER", "description": "segment-anywhere images", "labels": {"segany-app": APP}}},
+        f"Artifact Registry repository {s.repository} ({s.region})")]
 
 
 def _auth(clients: Any, registry: str) -> Any:
@@ -131,7 +153,12 @@ def deploy(s: GcpSettings, clients: Any, *, dry_run: bool, progress: Any = None)
     if dry_run:
         return GcpOutcome(plan, render(plan, title + " (dry run: nothing is changed)"), release)
     try:
-        applied = apply(plan, PlanClients(clients, {"registry": ArtifactPusher(clients, progress)}), progress=progress)
+        extra: dict[str, Any] = {"registry": ArtifactPusher(clients, progress)}
+        if any(call.service == "artifactregistry" for call in plan.calls):
+            from deploy.gcp.artifact_registry import ArtifactRegistry
+
+            extra["artifactregistry"] = ArtifactRegistry(clients.credentials())
+        applied = apply(plan, PlanClients(clients, extra), progress=progress)
     except DeployError as exc:
         if not s.job and current is not None:
             raise DeployError(f"{exc.message}; the traffic stays where it was (segany status gcp --service {s.service})") from exc

@@ -42,6 +42,7 @@ class GcpSettings(BaseModel):
     oci_archive: str | None = None  # or the image from segany build, pushed to Artifact Registry
     local_image: str | None = None
     repository: str = "segment-anywhere"  # Artifact Registry repository (REGION-docker.pkg.dev/PROJECT/REPOSITORY)
+    create_repository: bool = False  # create it (a Docker repository in the region) when it is missing
     registry: str | None = None  # push here instead (a mirror; tests)
     model: Literal["tiny", "vit_b", "vit_l", "vit_h"] | None = None
     checkpoint: str | None = None  # gs:// weights when not baked (SEGANY_CHECKPOINT)
