@@ -279,6 +279,15 @@ def _add_cloud_commands() -> None:
 _add_cloud_commands()
 
 
+def _add_emulate_command() -> None:
+    from deploy.emulate.command import emulate
+
+    main.add_command(emulate)
+
+
+_add_emulate_command()
+
+
 def _run(action):  # type: ignore[no-untyped-def]
     """Run ``action``; a SegAnyError ends the command with its message and status 2."""
     try:

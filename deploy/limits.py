@@ -117,3 +117,8 @@ CLOUD_RUN_SERVICE_NAME = r"^[a-z]([-a-z0-9]{0,47}[a-z0-9])?$"  # https://cloud.g
 CLOUD_RUN_JOB_TASKS = (1, 10000)
 CLOUD_RUN_JOB_TASK_TIMEOUT_S = 168 * 3600
 CLOUD_RUN_JOB_RETRIES = (0, 10)
+
+# --- What the emulators (deploy/emulate/, `segany emulate`) enforce beyond the tables above -----
+# https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_runtime_InvokeEndpoint.html:
+# CustomAttributes at most 1024 visible US-ASCII characters.
+SAGEMAKER_CUSTOM_ATTRIBUTES_MAX = 1024

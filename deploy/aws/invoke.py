@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deploy.limits import SAGEMAKER
+from deploy.limits import SAGEMAKER, SAGEMAKER_CUSTOM_ATTRIBUTES_MAX
 from runners.errors import DeployError
 
 logger = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ def invoke(r: InvokeRequest, clients: Any) -> InvokeResult:
     if len(body) <= cap:
         call.update(ContentType="application/json", Body=body)
         how = "inline json"
-    elif len(image) <= cap and len(attributes) <= 1024:  # CustomAttributes: at most 1024 characters (API_runtime_InvokeEndpoint)
+    elif len(image) <= cap and len(attributes) <= SAGEMAKER_CUSTOM_ATTRIBUTES_MAX:
         call.update(ContentType=content_type, Body=image, CustomAttributes=attributes)
         how = "raw body"
     else:
