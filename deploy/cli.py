@@ -179,70 +179,101 @@ def convert(checkpoint: Path, out: Path, model_type: str | None, int8_calibratio
 @main.command(context_settings={"show_default": True})
 @click.argument("input_uri", metavar="INPUT", required=False)
 @click.argument("output_uri", metavar="OUTPUT", required=False)
-@click.option("--task", type=click.Choice(["everything", "segment", "embed"]), default="everything")
+@click.option("--task", type=click.Choice(["everything", "segment", "embed"]), default="everything",
+              help="The endpoint to run on each image: /segment_everything, /segment or /embed.")
 @click.option("--model", type=MODEL_TYPE, default=None, help="SEGANY_MODEL for this run.")
-@click.option("--checkpoint", default=None, help="SEGANY_CHECKPOINT for this run.")
-@click.option("--output-format", type=click.Choice(["rle", "png", "polygon", "overlay"]), default=None)
-@click.option("--points", default=None, help="JSON [[x, y], ...] (segment)")
-@click.option("--labels", default=None, help="JSON [1, 0, ...] (default: 1 per point)")
-@click.option("--boxes", default=None, help="JSON [[x0, y0, x1, y1], ...] (segment)")
+@click.option("--checkpoint", default=None, help="SEGANY_CHECKPOINT for this run (path, https://, s3://, gs://).")
+@click.option("--output-format", type=click.Choice(["rle", "png", "polygon", "overlay"]), default=None,
+              help="The request's output (default rle); overlay writes IMAGE.png instead of IMAGE.json.")
+@click.option("--points", default=None, help="segment: JSON [[x, y], ...] in pixels.")
+@click.option("--labels", default=None, help="segment: JSON [1, 0, ...], one per point (default: 1 for each).")
+@click.option("--boxes", default=None, help="segment: JSON [[x0, y0, x1, y1], ...] in pixels.")
 @click.option("--options", default=None, help="JSON object of other request fields, e.g. '{\"points_per_side\": 16}'.")
-@click.option("--tasks", type=int, default=None, help="Task count (default CLOUD_RUN_TASK_COUNT, else 1).")
-@click.option("--task-index", type=int, default=None, help="This task's index (default CLOUD_RUN_TASK_INDEX, else 0).")
-@click.option("--merge", "merge_only", type=str, default=None, metavar="OUTPUT", help="Only join OUTPUT's task manifests.")
+@click.option("--tasks", type=click.IntRange(min=1), default=None,
+              help="Task count (default CLOUD_RUN_TASK_COUNT, else 1); without a task index, all of them run here.")
+@click.option("--task-index", type=click.IntRange(min=0), default=None,
+              help="This task's index (default CLOUD_RUN_TASK_INDEX, else 0).")
+@click.option("--merge", "merge_only", default=None, metavar="OUTPUT", help="Only join OUTPUT's task manifests.")
 def batch(input_uri, output_uri, task, model, checkpoint, output_format, points, labels, boxes, options, tasks,  # type: ignore[no-untyped-def]
           task_index, merge_only) -> None:
-    """Every image under INPUT (a folder, s3:// or gs:// prefix) through the model, one result per
-    image under OUTPUT, with a manifest; what `segany deploy gcp --job` runs in each task."""
+    """Every image under INPUT (a folder, s3:// or gs:// prefix) through the model, in process, one
+    result per image under OUTPUT (what the HTTP API answers), with a manifest per task under
+    OUTPUT/_manifest/; what `segany deploy gcp --job` runs in each task. Exits 2 when an image failed."""
+    import functools
     import json as json_module
 
-    from deploy.batch import BatchSpec, load_pipeline, merge_manifests, run_batch
+    from deploy import batch as runner
 
-    def parse() -> BatchSpec:
+    if merge_only:
+        merged = _run(lambda: runner.merge_manifests(merge_only))
+        logger.info("%d written, %d already there, %d failed (%d of %d tasks): %s/_manifest.json", len(merged["succeeded"]),
+                    len(merged["skipped"]), len(merged["failed"]), merged["tasks"], merged["task_count"], merge_only)
+        sys.exit(2 if merged["failed"] or merged["missing_tasks"] else 0)
+
+    def parse():  # type: ignore[no-untyped-def]
         from runners.errors import ConfigError
+        from runners.settings import Settings
 
         if not (input_uri and output_uri):
             raise ConfigError("give INPUT and OUTPUT (or --merge OUTPUT)")
-        try:
-            fields = json_module.loads(options) if options else {}
-            for key, value in (("points", points), ("labels", labels), ("boxes", boxes)):
-                if value:
-                    fields[key] = json_module.loads(value)
-        except ValueError as exc:
-            raise ConfigError(f"--points/--labels/--boxes/--options must be JSON ({exc})") from None
-        if "points" in fields and "labels" not in fields:
+        fields = {}
+        for name, value in (("options", options), ("points", points), ("labels", labels), ("boxes", boxes)):
+            if value is None:
+                continue
+            try:
+                parsed = json_module.loads(value)
+            except ValueError as exc:
+                raise ConfigError(f"--{name} is not JSON ({exc}): {value}") from None
+            if name != "options":
+                fields[name] = parsed
+            elif isinstance(parsed, dict):
+                fields.update(parsed)
+            else:
+                raise ConfigError(f"--options must be a JSON object, e.g. '{{\"points_per_side\": 16}}', not {value}")
+        if task != "segment" and {"points", "labels", "boxes"} & set(fields):
+            raise ConfigError("--points, --labels and --boxes are prompts for --task segment")
+        if "points" in fields and "labels" not in fields and isinstance(fields["points"], list):
             fields["labels"] = [1] * len(fields["points"])
-        if output_format and task != "embed":
+        if output_format is not None:
+            if task == "embed":
+                raise ConfigError("--output-format is for segment and everything; embed writes .npy")
             fields["output"] = output_format
-        return BatchSpec.sharded_from_env(input_uri, output_uri, task, fields, task_index, tasks)
+        overrides = {name: value for name, value in (("SEGANY_MODEL", model), ("SEGANY_CHECKPOINT", checkpoint)) if value}
+        settings = Settings.from_env({**os.environ, **overrides})
+        first = runner.BatchSpec.sharded_from_env(input_uri, output_uri, task, fields, task_index, tasks)
+        every = task_index is None and not os.environ.get("CLOUD_RUN_TASK_INDEX")  # no index: all tasks, here
+        specs = [replace(first, task_index=i) for i in range(first.task_count)] if every else [first]
+        if not runner.images_under(runner.open_store(input_uri)):  # a folder or bucket that is not there says so here
+            raise ConfigError(f"no {', '.join(runner.IMAGE_SUFFIXES)} image under {input_uri}")
+        return specs, settings
 
-    if merge_only:
-        merged = _run(lambda: merge_manifests(merge_only))
-        logger.info("%d succeeded, %d skipped, %d failed: %s/_manifest.json", len(merged["succeeded"]),
-                    len(merged["skipped"]), len(merged["failed"]), merge_only)
-        return
-    spec = _run(parse)
-    for name, value in (("SEGANY_MODEL", model), ("SEGANY_CHECKPOINT", checkpoint)):
-        if value:
-            os.environ[name] = value
+    specs, settings = _run(parse)  # every check before the model loads
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from runners.settings import Settings
+    json_logs = bool(os.environ.get("CLOUD_RUN_JOB")) or os.environ.get("SEGANY_LOG_FORMAT", "").lower() == "json"
+    if json_logs:  # a Cloud Run job's task: one JSON line per record for Cloud Logging, as the service does, no bar
+        from deploy.gcp.contract import CloudLoggingFormatter
 
-    def run() -> dict:
-        pipeline = load_pipeline(Settings.from_env())
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=Console(stderr=True)) as bar:
-            manifest = run_batch(spec, pipeline, bar)
-        if spec.task_count == 1:
-            merge_manifests(spec.output)
-        return manifest
+        handler = logging.StreamHandler()
+        handler.setFormatter(CloudLoggingFormatter(os.environ.get("GOOGLE_CLOUD_PROJECT")))
+        logging.getLogger().handlers = [handler]
 
-    manifest = _run(run)
-    logger.info("%d written, %d already there, %d failed; manifest %s", len(manifest["succeeded"]),
-                len(manifest["skipped"]), len(manifest["failed"]), manifest["manifest"])
-    if manifest["failed"]:
-        logger.error("%d image(s) failed: see %s", len(manifest["failed"]), manifest["manifest"])
+    def run() -> tuple[list[dict], dict | None]:
+        load = functools.cache(lambda: runner.load_pipeline(settings))  # one model for every task run here
+        columns = (TextColumn("segany batch {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=Console(stderr=True), disable=json_logs) as bar:
+            manifests = [runner.run_batch(spec, load, bar, settings=settings) for spec in specs]
+        merged = runner.merge_manifests(specs[0].output) if len(specs) == specs[0].task_count else None
+        return manifests, merged
+
+    manifests, merged = _run(run)
+    failed = sum(len(m["failed"]) for m in manifests)
+    where = f"{specs[0].output.rstrip('/')}/_manifest.json" if merged else ", ".join(m["manifest"] for m in manifests)
+    logger.info("%d written, %d already there, %d failed; manifest %s", sum(len(m["succeeded"]) for m in manifests),
+                sum(len(m["skipped"]) for m in manifests), failed, where)
+    if failed:
+        logger.error("%d image(s) failed; their codes and messages are in %s", failed, where)
         sys.exit(2)
 
 
