@@ -319,6 +319,15 @@ def _add_emulate_command() -> None:
 _add_emulate_command()
 
 
+def _add_compare_command() -> None:
+    from deploy.compare.command import compare
+
+    main.add_command(compare)
+
+
+_add_compare_command()
+
+
 def _run(action):  # type: ignore[no-untyped-def]
     """Run ``action``; a SegAnyError ends the command with its message and status 2."""
     try:

@@ -1,0 +1,88 @@
+"""``segany compare``: one workload against each target's emulator, side by side, with cost.
+
+    segany compare --model tiny --out out/compare --requests 20
+    segany compare --workload my.toml --targets sagemaker-serverless,cloudrun --idle-s 2
+
+Writes report.md, report.json, latency.png and cost.png into --out; progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+DEFAULT_TARGETS = "sagemaker-realtime,sagemaker-serverless,sagemaker-async,cloudrun"
+
+
+@click.command("compare", context_settings={"show_default": True})
+@click.option("--workload", "workload_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Workload file (TOML or JSON); default: deploy/compare/default_workload.toml (the seed's interactive use).")
+@click.option("--targets", default=DEFAULT_TARGETS, help="Comma-separated emulated targets, run in turn.")
+@click.option("--model", type=click.Choice(["tiny", "vit_b", "vit_l", "vit_h"]), default=None,
+              help="The model the servers run (default: the workload's).")
+@click.option("--checkpoint", default=None, help="SEGANY_CHECKPOINT for the servers.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("compare-report"),
+              help="Folder for report.md, report.json and the PNG charts.")
+@click.option("--requests", type=click.IntRange(min=1), default=None,
+              help="Requests per target (default: one session of the workload's burst size per image).")
+@click.option("--idle-s", type=click.FloatRange(min=0.1), default=2.0,
+              help="Emulated idle period before scale to zero; sessions are this far apart plus the scale-in.")
+@click.option("--images-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the workload's generated images are written (default: a temporary folder).")
+@click.option("--points-per-side", type=click.IntRange(min=1), default=16, help="segment-everything's grid.")
+def compare(workload_path: Path | None, targets: str, model: str | None, checkpoint: str | None, out_dir: Path,
+            requests: int | None, idle_s: float, images_dir: Path | None, points_per_side: int) -> None:
+    """Run a workload against each target's emulator and report latency, failures, cost and break-even."""
+    import tempfile
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from deploy.compare.report import write_report
+    from deploy.compare.runner import ALL_TARGETS, plan, run_compare, server_env
+    from deploy.compare.workload import load_workload
+
+    chosen = tuple(t.strip() for t in targets.split(",") if t.strip())
+    unknown = [t for t in chosen if t not in ALL_TARGETS]
+    if not chosen or unknown:
+        raise click.BadParameter(f"{', '.join(unknown) or 'none given'}: choose from {', '.join(ALL_TARGETS)}",
+                                 param_hint="--targets")
+    try:
+        workload = load_workload(workload_path)
+    except (ValueError, OSError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--workload") from None
+    model = model or workload.model
+    count = len(plan(workload, requests))
+    console = Console(stderr=True)
+    env = server_env(model, Path(tempfile.mkdtemp(prefix="segany-compare-cache-")), checkpoint)
+    with Progress(TextColumn("{task.description:<21}"), BarColumn(bar_width=16), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[last]}"), console=console) as progress:
+        tasks: dict[str, int] = {}
+
+        def report(target: str, record) -> None:  # type: ignore[no-untyped-def]
+            if target not in tasks:
+                total = count if target != "priming" else None
+                tasks[target] = progress.add_task(target, total=total, last="starting" if target != "priming"
+                                                  else "filling the server's caches")
+                return
+            if record is None:
+                return
+            last = (f"{record.kind} {record.image}: " +
+                    (f"{record.latency_s:.2f} s" if record.ok else f"failed ({record.cause})") +
+                    (f", cold start {record.cold_start_s:.1f} s" if record.cold_start_s else ""))
+            progress.update(tasks[target], advance=1, last=last)
+            if "priming" in tasks:
+                progress.update(tasks["priming"], total=1, completed=1, last="done")
+
+        console.print(f"[bold]segany compare[/]: {workload.name}, model {model}, {count} requests x {len(chosen)} targets, "
+                      f"idle {idle_s:g} s")
+        try:
+            run = run_compare(workload, chosen, out_dir, model=model, requests=requests, idle_s=idle_s,
+                              points_per_side=points_per_side, env=env, images_dir=images_dir,
+                              progress=report)
+        except (ValueError, FileNotFoundError) as exc:
+            raise click.ClickException(str(exc)) from None
+    paths = write_report(run, workload, out_dir)
+    for name, path in paths.items():
+        console.print(f"{name}: {path}")
