@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from runners.errors import ConfigError, PayloadTooLarge, SegAnyError
+from deploy.aws.s3 import S3_NO_KEY, error_of
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ class BucketStore:
             self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
             return True
         except Exception as exc:
-            if getattr(exc, "response", {}).get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if error_of(exc).get("Code") in S3_NO_KEY:
                 return False
             raise
 

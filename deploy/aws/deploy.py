@@ -24,6 +24,7 @@ from deploy.aws.state import AwsState, read_state
 from deploy.aws.weights import Packager, resolve_weights
 from deploy.plan import Applied, Call, Plan, PlanClients, Wait, apply, poll_until, render
 from deploy.release import release_id, versioned
+from deploy.aws.s3 import S3_NO_KEY, error_of
 from runners.errors import DeployError
 
 logger = logging.getLogger(__name__)
@@ -79,8 +80,7 @@ def _bucket_exists(clients: Any, offline: bool) -> Callable[[str, str], bool | N
             s3.head_object(Bucket=bucket, Key=key)
             return True
         except Exception as exc:
-            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
-            if code in ("404", "NoSuchKey", "NotFound"):
+            if error_of(exc).get("Code") in S3_NO_KEY:
                 try:
                     s3.head_bucket(Bucket=bucket)
                     return False

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from deploy.aws.checks import ImageFacts
+from deploy.image_source import is_local_registry, release_tag, source_of
 from deploy.aws.settings import AwsSettings
 from deploy.plan import Call
 from deploy.release import APP, APP_TAG
@@ -21,14 +22,6 @@ class ImageResolution:
     identity: str  # for the release: the manifest digest, or the reference given
     facts: ImageFacts
     calls: tuple[Call, ...] = ()  # create the repository, push
-
-
-def _source(s: AwsSettings) -> str:
-    if s.oci_archive:
-        return f"oci-archive:{s.oci_archive}"
-    ref = s.local_image or ""
-    return ref if ":" in ref.split("/")[0] and ref.split(":", 1)[0] in (
-        "containers-storage", "docker-daemon", "docker", "oci-archive") else f"containers-storage:{ref}"
 
 
 def ecr_auth(ecr: Any) -> Any:
@@ -51,7 +44,7 @@ class EcrPusher:
         from deploy.registry import plan_push, push
 
         auth = None if self.registry else ecr_auth(self.clients("ecr"))
-        local = bool(self.registry) and self.registry.startswith(("127.", "localhost"))
+        local = bool(self.registry) and is_local_registry(self.registry)
         plan = plan_push(source, dest, auth, tls_verify=not local)
         result = push(plan, progress=self.progress)
         return {"digest": result.digest, "bytes_sent": result.bytes_sent}
@@ -62,10 +55,10 @@ def resolve_image(s: AwsSettings, clients: Any, account: str, region: str, *, of
         return ImageResolution(s.image, s.image, ImageFacts(None))
     from deploy.registry import plan_push, read_source
 
-    source = _source(s)
+    source = source_of(s.oci_archive, s.local_image)
     registry = s.registry or f"{account}.dkr.ecr.{region}.amazonaws.com"
     found = read_source(source)  # manifest digest, labels, layer sizes: from the local image, no registry asked
-    tag = "sha-" + found.digest.split(":", 1)[1][:12]
+    tag = release_tag(found.digest)
     dest = f"{registry}/{s.repository}:{tag}"
     calls: list[Call] = []
     to_send = found.size_bytes
@@ -80,10 +73,8 @@ def resolve_image(s: AwsSettings, clients: Any, account: str, region: str, *, of
                 "imageScanningConfiguration": {"scanOnPush": True}, "tags": [{"Key": APP_TAG, "Value": APP}],
             }, f"ECR repository {s.repository}"))
     elif s.registry:
-        to_send = plan_push(source, dest, None, tls_verify=not s.registry.startswith(("127.", "localhost"))).bytes_to_send
+        to_send = plan_push(source, dest, None, tls_verify=not is_local_registry(s.registry)).bytes_to_send
     calls.append(Call("registry", "push", {"source": source, "dest": dest},
                       f"push {to_send / 1e6:.1f} MB of {found.size_bytes / 1e6:.1f} MB (layers the registry lacks)"))
-    # by tag: a push from local storage compresses the layers, so the registry's digest is only
-    # known after it; the tag is the source's digest, one per image
     uri = f"{registry}/{s.repository}:{tag}"
     return ImageResolution(uri, found.digest, ImageFacts(found.labels, found.size_bytes), tuple(calls))

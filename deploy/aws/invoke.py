@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy.limits import SAGEMAKER, SAGEMAKER_CUSTOM_ATTRIBUTES_MAX
+from deploy.aws.s3 import S3_NO_KEY, error_of
 from runners.errors import DeployError
 
 logger = logging.getLogger(__name__)
@@ -92,12 +93,12 @@ def _upload(clients: Any, image: bytes, name: str, prefix: str) -> str:
 
 
 def _no_capacity(exc: Exception) -> bool:
-    message = str(getattr(exc, "response", {}).get("Error", {}).get("Message", exc)).lower()
+    message = str(error_of(exc).get("Message", exc)).lower()
     return "no capacity" in message or "capacity to process" in message
 
 
 def _platform_error(exc: Exception, mode: str) -> DeployError:
-    error = getattr(exc, "response", {}).get("Error", {})
+    error = error_of(exc)
     code, message = error.get("Code", type(exc).__name__), error.get("Message", str(exc))
     if code == "ModelError":
         return DeployError(f"the container answered an error: {message}")
@@ -159,7 +160,7 @@ def _read_s3(clients: Any, uri: str) -> bytes | None:
     try:
         return clients("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
     except Exception as exc:
-        if getattr(exc, "response", {}).get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+        if error_of(exc).get("Code") in S3_NO_KEY:
             return None
         raise
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from deploy.plan import Call, Plan
 from deploy.release import APP, APP_TAG, DEPLOYMENT_TAG
+from deploy.aws.s3 import error_of
 
 TRUST = {"Version": "2012-10-17", "Statement": [{
     "Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
@@ -65,7 +66,7 @@ def role_plan(r: Any, account: str, clients: Any | None) -> Plan:
             iam.get_role(RoleName=name)
             exists = True
         except Exception as exc:
-            if getattr(exc, "response", {}).get("Error", {}).get("Code") != "NoSuchEntity":
+            if error_of(exc).get("Code") != "NoSuchEntity":
                 raise
     if not exists:
         calls.append(Call("iam", "create_role", {

@@ -43,13 +43,22 @@ def _client(*, connect_timeout: float, read_timeout: float, attempts: int) -> An
     return session.client("s3", region_name=session.region_name or "us-east-1", config=config)
 
 
+S3_NO_KEY = ("404", "NoSuchKey", "NotFound")  # the object is not there (the bucket may be)
+
+
+def error_of(exc: Exception) -> dict[str, str]:
+    """A botocore ClientError's ``Error`` (``Code``, ``Message``); empty for any other exception."""
+    response = getattr(exc, "response", None)
+    return response.get("Error", {}) if isinstance(response, dict) else {}
+
+
 def _describe(exc: Exception, uri: str) -> str:
     """What went wrong, in words, for a botocore exception."""
     response = getattr(exc, "response", None)
     if isinstance(response, dict):
         code = str(response.get("Error", {}).get("Code", ""))
         status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if code in ("404", "NoSuchKey", "NoSuchBucket", "NotFound") or status == 404:
+        if code in S3_NO_KEY + ("NoSuchBucket",) or status == 404:
             return f"{uri} does not exist (no such bucket or key)"
         if code in ("403", "AccessDenied", "Forbidden", "AllAccessDisabled") or status == 403:
             return f"access to {uri} was denied (the server's AWS identity needs s3:GetObject on it)"

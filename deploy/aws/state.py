@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any, Callable
 
 from deploy.release import RELEASE_TAG, is_ours
+from deploy.aws.s3 import error_of
 
 VARIANT = "AllTraffic"
 
@@ -57,7 +58,7 @@ class AwsState:
 
 
 def _missing(exc: Exception) -> bool:
-    error = getattr(exc, "response", {}).get("Error", {})
+    error = error_of(exc)
     return error.get("Code") in ("ValidationException", "ResourceNotFound", "ResourceNotFoundException") and (
         "not find" in error.get("Message", "") or "not found" in error.get("Message", "").lower()
         or "does not exist" in error.get("Message", ""))

@@ -16,6 +16,7 @@ from typing import Any
 from deploy.aws.checks import ImageFacts
 from deploy.gcp.cloudrun import INVOKER, REVISION, Release, job_plan, service_plan, startup_budget_s
 from deploy.gcp.session import as_dict
+from deploy.image_source import is_local_registry, release_tag, source_of
 from deploy.gcp.settings import GcpSettings
 from deploy.plan import OPERATION, Call, Plan, PlanClients, Wait, apply, render
 from deploy.release import APP, release_id
@@ -63,17 +64,16 @@ def resolve_image(s: GcpSettings, clients: Any, offline: bool) -> tuple[str, str
         return s.image, s.image, ImageFacts(None), ()
     from deploy.registry import plan_push, read_source
 
-    source = f"oci-archive:{s.oci_archive}" if s.oci_archive else (
-        s.local_image if ":" in (s.local_image or "").split("/")[0] else f"containers-storage:{s.local_image}")
+    source = source_of(s.oci_archive, s.local_image)
     found = read_source(source)
     registry = s.registry or f"{s.region}-docker.pkg.dev/{s.project}/{s.repository}"
-    dest = f"{registry}/segment-anywhere:sha-{found.digest.split(':', 1)[1][:12]}"
+    dest = f"{registry}/segment-anywhere:{release_tag(found.digest)}"
     to_send = found.size_bytes
     calls: list[Call] = []
     if not s.registry:
         calls += _repository_calls(s, clients, offline)
     if not offline and not calls:
-        local = registry.startswith(("127.", "localhost"))
+        local = is_local_registry(registry)
         to_send = plan_push(source, dest, None if local else _auth(clients, registry), tls_verify=not local).bytes_to_send
     calls.append(Call("registry", "push", {"source": source, "dest": dest},
                       f"push {to_send / 1e6:.1f} MB of {found.size_bytes / 1e6:.1f} MB (layers the registry lacks)"))
@@ -115,7 +115,7 @@ class ArtifactPusher:
         from deploy.registry import plan_push, push
 
         host = dest.split("/")[0]
-        local = host.startswith(("127.", "localhost"))
+        local = is_local_registry(host)
         result = push(plan_push(source, dest, None if local else _auth(self.clients, host), tls_verify=not local), self.progress)
         return {"digest": result.digest}
 
@@ -223,7 +223,7 @@ class ImageDeleter:
         from deploy.registry import delete_image
 
         host = ref.split("/")[0]
-        local = host.startswith(("127.", "localhost"))
+        local = is_local_registry(host)
         return {"deleted": delete_image(ref, None if local else _auth(self.clients, host), tls_verify=not local)}
 
 
