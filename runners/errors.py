@@ -46,6 +46,18 @@ class DeployError(SegAnyError):
     code = "deploy_failed"
 
 
+class ContainerError(DeployError):
+    """The deployed container answered an error of its own (SageMaker's ``ModelError``, a Cloud Run
+    service's 4xx/5xx): ``status`` and ``body`` are the container's, to pass on unchanged."""
+
+    code = "container_error"
+
+    def __init__(self, message: str, *, status: int, body: bytes, content_type: str = "application/json") -> None:
+        super().__init__(message, status=status)
+        self.body = body
+        self.content_type = content_type
+
+
 class CheckpointError(SegAnyError):
     """The model checkpoint cannot be found, fetched, verified or loaded."""
 

@@ -200,3 +200,20 @@ def test_the_artifact_registry_repository_is_created_only_when_asked(run, monkey
         assert made["name"] == name and ArtifactRegistry(AnonymousCredentials()).exists(name)
     finally:
         registry.stop()
+
+
+def test_send_reuses_the_image_id_and_passes_the_service_errors_on(server):
+    """deploy.gcp.invoke.send (what segany compare and segany ui forward through): the image once,
+    then prompts by image_id; the service's own 4xx comes back as its status and body."""
+    from deploy.gcp.invoke import send
+
+    first = send(server.url, {"task": "segment", "points": [[500, 375]], "labels": [1], "output": "rle"},
+                 (PHOTOS / "truck.jpg").read_bytes(), authenticate=False)
+    image_id = json.loads(first[1])["image_id"]
+    again = send(server.url, {"task": "segment", "image_id": image_id, "points": [[100, 100]], "labels": [1],
+                              "output": "rle"}, None, authenticate=False)
+    missing = send(server.url, {"task": "segment", "image_id": "0" * 64, "points": [[1, 1]], "labels": [1]}, None,
+                   authenticate=False)
+    assert first[0] == again[0] == 200 and json.loads(again[1])["image_id"] == image_id
+    assert json.loads(again[1])["results"][0]["masks"] != json.loads(first[1])["results"][0]["masks"]
+    assert missing[0] == 404 and json.loads(missing[1])["error"]["code"] == "image_not_found"

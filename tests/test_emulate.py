@@ -298,8 +298,9 @@ def test_memory_cap_below_the_model_ends_as_cloud_run_reports_it(tiny_checkpoint
 def test_segany_invoke_aws_against_the_emulator(instance: Instance, moto_aws: Any, monkeypatch: pytest.MonkeyPatch,
                                                 tmp_path: Path) -> None:
     """The control plane (describe_endpoint, list_tags) is moto; the runtime is the emulator."""
-    from deploy.aws.invoke import InvokeRequest, invoke
+    from deploy.aws.invoke import InvokeRequest, describe, invoke, send
     from deploy.aws.session import Clients
+    from runners.errors import ContainerError
 
     sm = moto_aws.client("sagemaker")
     role = "arn:aws:iam::123456789012:role/segany-sagemaker"
@@ -312,9 +313,19 @@ def test_segany_invoke_aws_against_the_emulator(instance: Instance, moto_aws: An
     image.write_bytes(PNG)
     with Served(build("sagemaker-serverless", instance, endpoint="sam")) as served:
         monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", served.url)
-        result = invoke(InvokeRequest(endpoint="sam", image=image, points=[[32, 20]], labels=[1]), Clients())
-    assert result.how == "inline json"
+        clients = Clients()
+        result = invoke(InvokeRequest(endpoint="sam", image=image, points=[[32, 20]], labels=[1]), clients)
+        deployment = describe("sam", clients)
+        again = send("sam", {"task": "segment", "image_id": result.json()["image_id"], "points": [[10, 10]],
+                             "labels": [0], "output": "rle"}, None, clients, deployment=deployment)
+        with pytest.raises(ContainerError) as refused:
+            send("sam", {"task": "segment", "image_id": "0" * 64, "points": [[1, 1]], "labels": [1]}, None, clients,
+                 deployment=deployment)
+    assert result.how == "inline json" and deployment.mode == "serverless" and deployment.component is None
     assert result.json()["results"][0]["masks"]
+    assert again.how == "inline json" and again.json()["image_id"] == result.json()["image_id"]
+    assert again.json()["results"][0]["masks"] != result.json()["results"][0]["masks"]  # the other prompt's mask
+    assert refused.value.status == 404 and json.loads(refused.value.body)["error"]["code"] == "image_not_found"
 
 
 @pytest.mark.parametrize("args, message", [

@@ -25,7 +25,7 @@ from typing import Any
 
 from deploy.limits import SAGEMAKER, SAGEMAKER_CUSTOM_ATTRIBUTES_MAX
 from deploy.aws.s3 import S3_NO_KEY, error_of
-from runners.errors import DeployError
+from runners.errors import ContainerError, DeployError
 
 logger = logging.getLogger(__name__)
 
@@ -70,8 +70,18 @@ def _attributes(fields: dict[str, Any]) -> str:
     return ";".join(f"{k}={json.dumps(v, separators=(',', ':')) if isinstance(v, list) else v}" for k, v in fields.items())
 
 
-def _mode(clients: Any, endpoint: str) -> tuple[str, dict[str, Any], str | None]:
-    """(mode, endpoint config, inference component name or None), from the deployment's tags."""
+@dataclass(frozen=True)
+class Deployment:
+    """What a send needs to know of an endpoint, read once from its tags and config."""
+
+    endpoint: str
+    mode: str  # serverless, realtime, async
+    config: dict[str, Any]
+    component: str | None  # the inference component (real-time scaled to zero), named in each call
+
+
+def describe(endpoint: str, clients: Any) -> Deployment:
+    """The deployment's mode, endpoint config and inference component, from its tags."""
     sm = clients("sagemaker")
     try:
         described = sm.describe_endpoint(EndpointName=endpoint)
@@ -82,7 +92,7 @@ def _mode(clients: Any, endpoint: str) -> tuple[str, dict[str, Any], str | None]
     mode = tags.get("segany:mode") or ("async" if config.get("AsyncInferenceConfig") else
                                        "serverless" if config["ProductionVariants"][0].get("ServerlessConfig") else "realtime")
     component = endpoint if not config["ProductionVariants"][0].get("ModelName") and mode == "realtime" else None
-    return mode, config, component
+    return Deployment(endpoint, mode, config, component)
 
 
 def _upload(clients: Any, image: bytes, name: str, prefix: str) -> str:
@@ -100,8 +110,12 @@ def _no_capacity(exc: Exception) -> bool:
 def _platform_error(exc: Exception, mode: str) -> DeployError:
     error = error_of(exc)
     code, message = error.get("Code", type(exc).__name__), error.get("Message", str(exc))
-    if code == "ModelError":
-        return DeployError(f"the container answered an error: {message}")
+    if code == "ModelError":  # the container's own answer: its status and body (API_runtime_InvokeEndpoint, ModelError)
+        response = getattr(exc, "response", {}) or {}
+        status = int(response.get("OriginalStatusCode") or error.get("OriginalStatusCode") or 500)
+        body = str(response.get("OriginalMessage") or error.get("OriginalMessage") or message)
+        return ContainerError(f"the container answered an error ({status}): {body[:500]}", status=status,
+                              body=body.encode())
     if "payload" in message.lower() or "too large" in message.lower():
         return DeployError(f"{mode} refused the request size ({message}); send the image by --upload s3://bucket/prefix")
     if "timed out" in message.lower() or code == "ModelNotReadyException":
@@ -110,33 +124,50 @@ def _platform_error(exc: Exception, mode: str) -> DeployError:
 
 
 def invoke(r: InvokeRequest, clients: Any) -> InvokeResult:
-    mode, config, component = _mode(clients, r.endpoint)
-    image = r.image.read_bytes()
-    content_type = mimetypes.guess_type(r.image.name)[0] or "application/octet-stream"
-    fields = _fields(r)
+    """``segany invoke aws``: the request's image file and prompts, sent as :func:`send` sends them."""
+    return send(r.endpoint, _fields(r), r.image.read_bytes(), clients, name=r.image.name, upload=r.upload,
+                wake_timeout_s=r.wake_timeout_s, result_timeout_s=r.result_timeout_s, poll_s=r.poll_s)
+
+
+def send(endpoint: str, fields: dict[str, Any], image: bytes | None, clients: Any, *, name: str = "image.jpg",
+         deployment: Deployment | None = None, upload: str | None = None, wake_timeout_s: float = 900,
+         result_timeout_s: float = 3600, poll_s: float = 5) -> InvokeResult:
+    """One request to ``endpoint``: ``fields`` are the JSON request's fields other than the image
+    (``task`` segment|everything|embed, ``points``, ``labels``, ``boxes``, ``output``, ``image_id``, ...);
+    ``image`` the image's bytes, or None when ``fields`` name an ``image_id``. Sent inline (JSON,
+    else raw body + CustomAttributes), through S3 (``upload``) when over the mode's cap, or async.
+    The container's own error answer is raised as :class:`ContainerError` (its status and body)."""
+    deployment = deployment or describe(endpoint, clients)
+    mode, component = deployment.mode, deployment.component
+    content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
     if mode == "async":
-        return _invoke_async(r, clients, config, image, content_type, fields)
+        return _invoke_async(endpoint, clients, deployment.config, image, name, content_type, fields, upload=upload,
+                             result_timeout_s=result_timeout_s, poll_s=poll_s)
     cap = SAGEMAKER[mode].request_bytes or 0
-    body = json.dumps({**fields, "image": base64.b64encode(image).decode()}).encode()
-    call: dict[str, Any] = {"EndpointName": r.endpoint, "Accept": "application/json"}
+    call: dict[str, Any] = {"EndpointName": endpoint, "Accept": "application/json"}
     if component:
         call["InferenceComponentName"] = component
     attributes = _attributes(fields)
+    body = json.dumps({**fields, **({"image": base64.b64encode(image).decode()} if image is not None else {})}).encode()
     if len(body) <= cap:
         call.update(ContentType="application/json", Body=body)
         how = "inline json"
-    elif len(image) <= cap and len(attributes) <= SAGEMAKER_CUSTOM_ATTRIBUTES_MAX:
+    elif image is not None and len(image) <= cap and len(attributes) <= SAGEMAKER_CUSTOM_ATTRIBUTES_MAX:
         call.update(ContentType=content_type, Body=image, CustomAttributes=attributes)
         how = "raw body"
-    else:
-        if not r.upload:
-            raise DeployError(f"{r.image.name} is {len(image) / 2**20:.1f} MiB, over {mode}'s {cap / 2**20:.0f} MiB request cap "
-                              "(API_runtime_InvokeEndpoint); give --upload s3://bucket/prefix to send it through S3")
-        url = _upload(clients, image, r.image.name, r.upload)
+    elif image is not None:
+        if not upload:
+            raise DeployError(f"{name} is {len(image) / 2**20:.1f} MiB, over {mode}'s {cap / 2**20:.0f} MiB request cap "
+                              "(API_runtime_InvokeEndpoint); give --upload s3://bucket/prefix to send it through S3",
+                              status=413)
+        url = _upload(clients, image, name, upload)
         call.update(ContentType="application/json", Body=json.dumps({**fields, "image_url": url}).encode())
         how = "s3 upload"
+    else:
+        raise DeployError(f"the request's fields are {len(body) / 2**20:.1f} MiB, over {mode}'s {cap / 2**20:.0f} MiB "
+                          "request cap (API_runtime_InvokeEndpoint); send fewer prompts per request", status=413)
     runtime = clients("sagemaker-runtime")
-    started, delay = time.monotonic(), r.poll_s
+    started, delay = time.monotonic(), poll_s
     while True:
         try:
             answer = runtime.invoke_endpoint(**call)
@@ -145,11 +176,11 @@ def invoke(r: InvokeRequest, clients: Any) -> InvokeResult:
             if not (component and _no_capacity(exc)):
                 raise _platform_error(exc, mode) from None
             waited = time.monotonic() - started
-            if waited >= r.wake_timeout_s:
-                raise DeployError(f"{r.endpoint} is scaled to zero and did not wake within {r.wake_timeout_s:.0f} s; "
-                                  "see segany status aws") from None
+            if waited >= wake_timeout_s:
+                raise DeployError(f"{endpoint} is scaled to zero and did not wake within {wake_timeout_s:.0f} s; "
+                                  "see segany status aws", status=503) from None
             logger.warning("%s is scaled to zero: waking it takes minutes (the wake alarm adds a copy); retrying in %.0f s",
-                           r.endpoint, delay)
+                           endpoint, delay)
             time.sleep(delay)
             delay = min(delay * 2, 60)
     return InvokeResult(answer["Body"].read(), answer.get("ContentType", ""), how, time.monotonic() - started)
@@ -165,15 +196,23 @@ def _read_s3(clients: Any, uri: str) -> bytes | None:
         raise
 
 
-def _invoke_async(r: InvokeRequest, clients: Any, config: dict[str, Any], image: bytes, content_type: str,
-                  fields: dict[str, Any]) -> InvokeResult:
+def _invoke_async(endpoint: str, clients: Any, config: dict[str, Any], image: bytes | None, name: str,
+                  content_type: str, fields: dict[str, Any], *, upload: str | None, result_timeout_s: float,
+                  poll_s: float) -> InvokeResult:
+    """The input goes to S3 (the image with the prompts in CustomAttributes, or, with an
+    ``image_id`` and no image, the JSON request itself); the answer is read where SageMaker says."""
     output = config["AsyncInferenceConfig"]["OutputConfig"]["S3OutputPath"].rsplit("/results", 1)[0]
-    location = _upload(clients, image, r.image.name, r.upload or f"{output}/inputs")
-    answer = clients("sagemaker-runtime").invoke_endpoint_async(
-        EndpointName=r.endpoint, InputLocation=location, ContentType=content_type, Accept="application/json",
-        CustomAttributes=_attributes(fields))
+    if image is None:
+        data, name, content_type, attributes = json.dumps(fields).encode(), "request.json", "application/json", None
+    else:
+        data, attributes = image, _attributes(fields)
+    location = _upload(clients, data, name, upload or f"{output}/inputs")
+    call = {"EndpointName": endpoint, "InputLocation": location, "ContentType": content_type, "Accept": "application/json"}
+    if attributes:
+        call["CustomAttributes"] = attributes
+    answer = clients("sagemaker-runtime").invoke_endpoint_async(**call)
     started = time.monotonic()
-    while time.monotonic() - started < r.result_timeout_s:
+    while time.monotonic() - started < result_timeout_s:
         body = _read_s3(clients, answer["OutputLocation"])
         if body is not None:
             return InvokeResult(body, "application/json", "async", time.monotonic() - started)
@@ -181,6 +220,6 @@ def _invoke_async(r: InvokeRequest, clients: Any, config: dict[str, Any], image:
         if failure:
             raise DeployError(f"the async request failed: {failure.decode(errors='replace')[:500]} "
                               f"(input {location}, failure {answer['FailureLocation']})")
-        time.sleep(r.poll_s)
-    raise DeployError(f"no result at {answer['OutputLocation']} after {r.result_timeout_s:.0f} s; it may still come "
-                      "(async requests queue while the endpoint wakes from zero)")
+        time.sleep(poll_s)
+    raise DeployError(f"no result at {answer['OutputLocation']} after {result_timeout_s:.0f} s; it may still come "
+                      "(async requests queue while the endpoint wakes from zero)", status=504)

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,10 +34,24 @@ class GcpInvoke:
     timeout_s: float = 3600
 
 
+_TOKENS: dict[str, tuple[float, str]] = {}
+TOKEN_REUSE_S = 45 * 60  # Google's identity tokens last an hour
+
+
 def identity_token(audience: str) -> str:
+    """An identity token for ``audience``, reused for 45 minutes (a gcloud call takes a second)."""
     token = os.environ.get("SEGANY_ID_TOKEN")
     if token:
         return token
+    cached = _TOKENS.get(audience)
+    if cached and time.monotonic() - cached[0] < TOKEN_REUSE_S:
+        return cached[1]
+    token = _fresh_token(audience)
+    _TOKENS[audience] = (time.monotonic(), token)
+    return token
+
+
+def _fresh_token(audience: str) -> str:
     try:
         from google.auth.transport.requests import Request
         from google.oauth2 import id_token
@@ -53,21 +68,36 @@ def identity_token(audience: str) -> str:
 
 
 def invoke(r: GcpInvoke) -> tuple[int, bytes, str]:
+    """``segany invoke gcp``: the request's image file and fields, sent as :func:`send` sends them."""
+    return send(r.url, {"task": r.task, **(r.fields or {})}, r.image.read_bytes(), authenticate=r.authenticate,
+                timeout_s=r.timeout_s)
+
+
+def send(url: str, fields: dict[str, Any], image: bytes | None, *, authenticate: bool = True,
+         timeout_s: float = 3600) -> tuple[int, bytes, str]:
+    """One request to the service at ``url``: ``fields`` are the JSON request's fields other than the
+    image, ``task`` (segment|everything|embed) choosing the route; ``image`` the image's bytes, or
+    None when ``fields`` name an ``image_id``. Answers (status, body, content type); a refused
+    identity (401/403) raises DeployError naming the fix."""
     import httpx
 
-    image = r.image.read_bytes()
-    body = json.dumps({**(r.fields or {}), "image": base64.b64encode(image).decode()}).encode()
+    fields = dict(fields)
+    route = ROUTES[fields.pop("task", "segment")]
+    if image is not None:
+        fields["image"] = base64.b64encode(image).decode()
+    body = json.dumps(fields).encode()
     cap = CLOUD_RUN.request_bytes or 0
     if len(body) > cap:
         raise DeployError(f"the request is {len(body) / 2**20:.1f} MiB, over Cloud Run's {cap // 2**20} MiB HTTP/1 cap "
-                          "(cloud.google.com/run/quotas); put the image in gs:// and send image_url, or shrink it")
+                          "(cloud.google.com/run/quotas); put the image in gs:// and send image_url, or shrink it",
+                          status=413)
     headers = {"Content-Type": "application/json"}
-    if r.authenticate:
-        headers["Authorization"] = f"Bearer {identity_token(r.url)}"
-    answer = httpx.post(r.url.rstrip("/") + ROUTES[r.task], content=body, headers=headers, timeout=r.timeout_s)
+    if authenticate:
+        headers["Authorization"] = f"Bearer {identity_token(url)}"
+    answer = httpx.post(url.rstrip("/") + route, content=body, headers=headers, timeout=timeout_s)
     if answer.status_code in (401, 403):
         raise DeployError(f"Cloud Run refused the request ({answer.status_code}): the caller needs roles/run.invoker "
-                          "(segany deploy gcp --invoker user:YOU@example.com)")
+                          "(segany deploy gcp --invoker user:YOU@example.com)", status=answer.status_code)
     return answer.status_code, answer.content, answer.headers.get("content-type", "")
 
 
