@@ -117,9 +117,10 @@ def _platform_error(exc: Exception, mode: str) -> DeployError:
         return ContainerError(f"the container answered an error ({status}): {body[:500]}", status=status,
                               body=body.encode())
     if "payload" in message.lower() or "too large" in message.lower():
-        return DeployError(f"{mode} refused the request size ({message}); send the image by --upload s3://bucket/prefix")
+        return DeployError(f"{mode} refused the request size ({message}); send the image by --upload s3://bucket/prefix",
+                           status=413)
     if "timed out" in message.lower() or code == "ModelNotReadyException":
-        return DeployError(f"{mode} gave up waiting ({message}); for requests over 60 s deploy --mode async")
+        return DeployError(f"{mode} gave up waiting ({message}); for requests over 60 s deploy --mode async", status=504)
     return DeployError(f"InvokeEndpoint failed: {code}: {message}")
 
 

@@ -2,6 +2,8 @@
 
     segany compare --model tiny --out out/compare --requests 20
     segany compare --workload my.toml --targets sagemaker-serverless,cloudrun --idle-s 2
+    segany compare --targets none --aws-endpoint sam --aws-region eu-west-1 --gcp-service https://sam-xyz.a.run.app \
+        --deployed-idle-s 1200 --prices live
 
 Writes report.md, report.json, latency.png and cost.png into --out; progress goes to stderr.
 """
@@ -31,23 +33,53 @@ DEFAULT_TARGETS = "sagemaker-realtime,sagemaker-serverless,sagemaker-async,cloud
 @click.option("--images-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where the workload's generated images are written (default: a temporary folder).")
 @click.option("--points-per-side", type=click.IntRange(min=1), default=16, help="segment-everything's grid.")
+@click.option("--aws-endpoint", "aws_endpoints", multiple=True,
+              help="A deployed SageMaker endpoint (segany deploy aws) to run the workload against too (repeatable).")
+@click.option("--aws-region", default=None, help="The endpoints' region (default: the AWS configuration's).")
+@click.option("--aws-upload", default=None, help="s3://bucket/prefix for images over an endpoint's inline cap.")
+@click.option("--gcp-service", "gcp_services", multiple=True,
+              help="A deployed Cloud Run service (segany deploy gcp): its name (with --gcp-project/--gcp-region) or URL.")
+@click.option("--gcp-project", default=None)
+@click.option("--gcp-region", default=None)
+@click.option("--gcp-no-auth", is_flag=True, help="Send no identity token (a public service).")
+@click.option("--deployed-idle-s", type=click.FloatRange(min=0), default=None,
+              help="Pause between sessions on deployed targets (default --idle-s; past the platform's scale-in, "
+                   "about 15 minutes, to measure cold starts).")
+@click.option("--prices", "prices_mode", type=click.Choice(["table", "live"]), default="table",
+              help="live: read the AWS Price List and Cloud Billing Catalog APIs (credentials allowing; the table "
+                   "otherwise, with a note in the report).")
 def compare(workload_path: Path | None, targets: str, model: str | None, checkpoint: str | None, out_dir: Path,
-            requests: int | None, idle_s: float, images_dir: Path | None, points_per_side: int) -> None:
-    """Run a workload against each target's emulator and report latency, failures, cost and break-even."""
+            requests: int | None, idle_s: float, images_dir: Path | None, points_per_side: int,
+            aws_endpoints: tuple[str, ...], aws_region: str | None, aws_upload: str | None, gcp_services: tuple[str, ...],
+            gcp_project: str | None, gcp_region: str | None, gcp_no_auth: bool, deployed_idle_s: float | None,
+            prices_mode: str) -> None:
+    """Run a workload against each target's emulator (and deployments) and report latency, failures, cost and break-even."""
     import tempfile
 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from deploy.compare.prices import load_prices
     from deploy.compare.report import write_report
+    from runners.errors import SegAnyError
     from deploy.compare.runner import ALL_TARGETS, plan, run_compare, server_env
     from deploy.compare.workload import load_workload
 
-    chosen = tuple(t.strip() for t in targets.split(",") if t.strip())
+    from deploy.compare.clients import RealTarget
+
+    chosen = () if targets.strip() == "none" else tuple(t.strip() for t in targets.split(",") if t.strip())
     unknown = [t for t in chosen if t not in ALL_TARGETS]
-    if not chosen or unknown:
-        raise click.BadParameter(f"{', '.join(unknown) or 'none given'}: choose from {', '.join(ALL_TARGETS)}",
-                                 param_hint="--targets")
+    deployed = tuple(RealTarget("aws", e, region=aws_region, upload=aws_upload) for e in aws_endpoints) + tuple(
+        RealTarget("gcp", g, region=gcp_region, project=gcp_project, authenticate=not gcp_no_auth) for g in gcp_services)
+    if unknown or not (chosen or deployed):
+        raise click.BadParameter(f"{', '.join(unknown) or 'none given'}: choose from {', '.join(ALL_TARGETS)} "
+                                 "(or none, with --aws-endpoint / --gcp-service)", param_hint="--targets")
+    if aws_upload and not aws_upload.startswith("s3://"):
+        raise click.BadParameter(f"{aws_upload!r}: an s3://bucket/prefix", param_hint="--aws-upload")
+    for g in gcp_services:
+        if not g.startswith(("https://", "http://")) and not (gcp_project and gcp_region):
+            raise click.BadParameter(f"{g}: give --gcp-project and --gcp-region, or the service's URL",
+                                     param_hint="--gcp-service")
     try:
         workload = load_workload(workload_path)
     except (ValueError, OSError) as exc:
@@ -75,14 +107,17 @@ def compare(workload_path: Path | None, targets: str, model: str | None, checkpo
             if "priming" in tasks:
                 progress.update(tasks["priming"], total=1, completed=1, last="done")
 
-        console.print(f"[bold]segany compare[/]: {workload.name}, model {model}, {count} requests x {len(chosen)} targets, "
-                      f"idle {idle_s:g} s")
+        console.print(f"[bold]segany compare[/]: {workload.name}, model {model}, {count} requests x "
+                      f"{len(chosen) + len(deployed)} targets, idle {idle_s:g} s")
         try:
             run = run_compare(workload, chosen, out_dir, model=model, requests=requests, idle_s=idle_s,
                               points_per_side=points_per_side, env=env, images_dir=images_dir,
-                              progress=report)
-        except (ValueError, FileNotFoundError) as exc:
+                              progress=report, deployed=deployed, deployed_idle_s=deployed_idle_s)
+        except (ValueError, FileNotFoundError, SegAnyError) as exc:
             raise click.ClickException(str(exc)) from None
-    paths = write_report(run, workload, out_dir)
+    prices = load_prices(prices_mode, aws_region=aws_region or "us-east-1", gcp_region=gcp_region or "us-central1")
+    for note in prices.notes:
+        console.print(f"prices: {note}")
+    paths = write_report(run, workload, out_dir, prices)
     for name, path in paths.items():
         console.print(f"{name}: {path}")

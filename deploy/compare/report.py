@@ -81,33 +81,36 @@ def cost_targets(run: Run, timings: dict[str, Any], model: str) -> list[Any]:
     defaults = {t.name: t for t in default_targets(model, any_timing, async_launch_s=ASYNC_LAUNCH_S)}
     out = []
     for t in run.targets:
-        base = defaults.get(t.target)
+        base = defaults.get(t.platform)
         if base is None:
             continue
         timing = timings[t.target]
-        if t.target == "sagemaker-async":
+        if t.platform == "sagemaker-async":
             timing = replace(timing, cold_start_s=ASYNC_LAUNCH_S)
-        out.append(replace(base, timing=timing))
+        out.append(replace(base, timing=timing, name=t.target))
     return out
 
 
-def analyse(run: Run, workload: Workload) -> dict[str, Any]:
+def analyse(run: Run, workload: Workload, prices: Any = None) -> dict[str, Any]:
     """Everything the report shows, as plain data (report.json holds it with the run)."""
     from deploy.compare.costs import break_even, monthly_costs
+    from deploy.compare.prices import table_prices
+
+    prices = prices or table_prices()
     from deploy.compare.timing import bench_timing
 
     demand = workload.demand(run.images)
     timings = measured_timing(run)
     targets = cost_targets(run, timings, run.model)
-    costs = monthly_costs(targets, demand)
-    crossings = break_even(targets, demand, RANGE) if len(targets) > 1 else []
+    costs = monthly_costs(targets, demand, prices)
+    crossings = break_even(targets, demand, RANGE, prices) if len(targets) > 1 else []
     bench: dict[str, Any] = {}
     if workload.model != run.model:
         try:
             bt = bench_timing(workload.model)
             bench_targets = cost_targets(run, {t.target: bt for t in run.targets}, workload.model)
-            bench = {"model": workload.model, "timing": asdict(bt), "costs": monthly_costs(bench_targets, demand),
-                     "break_even": break_even(bench_targets, demand, RANGE) if len(bench_targets) > 1 else []}
+            bench = {"model": workload.model, "timing": asdict(bt), "costs": monthly_costs(bench_targets, demand, prices),
+                     "break_even": break_even(bench_targets, demand, RANGE, prices) if len(bench_targets) > 1 else []}
         except (ValueError, OSError, KeyError) as exc:
             bench = {"model": workload.model, "error": str(exc)}
     per_target = {}
@@ -134,7 +137,8 @@ def analyse(run: Run, workload: Workload) -> dict[str, Any]:
                        "mix": {k.name: k.share for k in demand.kinds}, "mean_image_bytes": demand.image_bytes},
             "over_request_caps": over_request_caps(run.images), "targets": per_target, "costs": costs,
             "break_even": crossings, "bench": bench, "cost_objects": targets, "demand_object": demand,
-            "recommendation": recommend(run, per_target, costs)}
+            "recommendation": recommend(run, per_target, costs),
+            "prices": {"mode": prices.mode, "notes": list(prices.notes)}, "price_table": prices}
 
 
 def recommend(run: Run, per_target: dict[str, Any], costs: dict[str, Any]) -> dict[str, Any]:
@@ -150,8 +154,9 @@ def recommend(run: Run, per_target: dict[str, Any], costs: dict[str, Any]) -> di
         return per_target[name]["latency"]["point"]["p50"] or float("inf")
 
     names = [t.target for t in run.targets]
+    platform = {t.target: t.platform for t in run.targets}
     # async answers in S3, not in the response: the seed's sessions need the answer in the response
-    interactive = [n for n in names if n != "sagemaker-async"] or names
+    interactive = [n for n in names if platform[n] != "sagemaker-async"] or names
     best = min(interactive, key=lambda n: (failed(n), cost(n), p50(n)))
     why = [f"{best}: {per_target[best]['ok']}/{per_target[best]['requests']} requests answered, "
            f"{_usd(cost(best))} a month for this profile, first-prompt p50 {_s(per_target[best]['latency']['point']['p50'])}"]
@@ -159,7 +164,7 @@ def recommend(run: Run, per_target: dict[str, Any], costs: dict[str, Any]) -> di
         if n == best:
             continue
         reasons = []
-        if n == "sagemaker-async":
+        if platform[n] == "sagemaker-async":
             reasons.append("answers arrive in S3, not in the response (the seed's sessions need them in the response)")
         if failed(n) > failed(best):
             causes = ", ".join(f"{v} {c}" for c, v in per_target[n]["failures"].items() if v)
@@ -206,10 +211,10 @@ def charts(run: Run, analysis: dict[str, Any], out_dir: Path) -> list[Path]:
     grid = [RANGE[0] * (RANGE[1] / RANGE[0]) ** (i / 199) for i in range(200)]
     fig, ax = plt.subplots(figsize=(8, 5))
     for target in analysis["cost_objects"]:
-        ax.plot(grid, [monthly_cost(target, demand.with_requests_per_day(r)).usd_month for r in grid], label=target.name)
+        ax.plot(grid, [monthly_cost(target, demand.with_requests_per_day(r), analysis['price_table']).usd_month for r in grid], label=target.name)
     by_name = {t.name: t for t in analysis["cost_objects"]}
     for be in analysis["break_even"]:
-        usd = monthly_cost(by_name[be.cheaper_below], demand.with_requests_per_day(be.requests_per_day)).usd_month
+        usd = monthly_cost(by_name[be.cheaper_below], demand.with_requests_per_day(be.requests_per_day), analysis['price_table']).usd_month
         ax.scatter([be.requests_per_day], [max(usd, 0.01)], marker="o", color="black", zorder=5)
         ax.annotate(f"{be.requests_per_day:,.0f}/day", (be.requests_per_day, max(usd, 0.01)), fontsize=7,
                     xytext=(4, 4), textcoords="offset points")
@@ -278,6 +283,18 @@ def seed_checks(run: Run, analysis: dict[str, Any]) -> list[str]:
 
 
 # --- report.md and report.json --------------------------------------------------------------------------
+def _where_run(run: Run) -> str:
+    emulated = [t.target for t in run.targets if not t.deployed]
+    deployed = [t for t in run.targets if t.deployed]
+    parts = []
+    if emulated:
+        parts.append(f"{', '.join(emulated)}: the local emulator (`segany emulate`) in front of the real server process, "
+                     "so latencies are this machine's CPU, not the cloud's.")
+    if deployed:
+        parts.append("Deployed: " + "; ".join(f"{t.target} ({t.note})" for t in deployed) + ".")
+    return " ".join(parts)
+
+
 def _row(label: str, values: list[str]) -> str:
     return f"| {label} | " + " | ".join(values) + " |"
 
@@ -290,8 +307,7 @@ def markdown(run: Run, workload: Workload, analysis: dict[str, Any]) -> str:
     lines = [f"# segany compare: {run.workload}", "",
              f"Model **{run.model}** on {run.machine}, run {run.started}; {run.requests_per_target} requests per target "
              f"(sessions of the workload's mix over its images; a pause over the {run.idle_s:g} s idle period between sessions, "
-             "so targets that scale to zero pay a cold start). Every target is the local emulator (`segany emulate`) "
-             "in front of the real server process: latencies are this machine's CPU, not the cloud's.", "",
+             "so targets that scale to zero pay a cold start). " + _where_run(run), "",
              "Images: " + ", ".join(f"{i} {s / 2**20:.2f} MiB" for i, s in run.images.items()) + ".", "",
              f"Profile: {d['requests_per_day']:g} requests a day in bursts of {d['burst_size']:g}, {d['think_time_s']:g} s "
              f"think time, {d['idle_gap_s']:g} s between bursts; mix " +
@@ -300,9 +316,10 @@ def markdown(run: Run, workload: Workload, analysis: dict[str, Any]) -> str:
     limits = {t.target: t.limits for t in run.targets}
     lines.append(_row("max payload (request)", [_mb(limits[n].get("request_bytes")) for n in names]))
     lines.append(_row("max payload (response)", [_mb(limits[n].get("response_bytes")) for n in names]))
-    lines.append(_row("GPU", [GPU[n] for n in names]))
+    platform = {t.target: t.platform for t in run.targets}
+    lines.append(_row("GPU", [GPU[platform[n]] for n in names]))
     lines.append(_row("scale to zero", ["yes" if limits[n].get("scales_to_zero") else "no (billed while idle)" for n in names]))
-    lines.append(_row("memory cap (platform maximum)", [MEMORY.get(n) or (f"{limits[n]['memory_mb']:,} MB" if limits[n].get("memory_mb") else "-")
+    lines.append(_row("memory cap (platform maximum)", [MEMORY.get(platform[n]) or (f"{limits[n]['memory_mb']:,} MB" if limits[n].get("memory_mb") else "-")
                                      for n in names]))
     lines.append(_row("invocation timeout", [f"{limits[n].get('timeout_s'):g} s" for n in names]))
     lines.append(_row("cold start (median, measured)", [f"{_s(a[n]['cold_start_s']['median'])} ({a[n]['cold_start_s']['n']}x)"
@@ -333,7 +350,9 @@ def markdown(run: Run, workload: Workload, analysis: dict[str, Any]) -> str:
     lines += ["## Monthly cost, with the formula", "",
               f"`deploy/compare/costs.py` with each target's measured median seconds per kind (latency less any cold start paid) and "
               f"measured cold start; async pays a {ASYNC_LAUNCH_S} s instance launch (not measured locally). Prices: "
-              "`deploy/compare/prices.py` (the table, with sources and dates).", ""]
+              "`deploy/compare/prices.py` (the table, with sources and dates)" +
+              (", read live where the price APIs answered." if analysis["prices"]["mode"] == "live" else ".") , ""]
+    lines += [f"- prices: {note}" for note in analysis["prices"]["notes"]] + ([""] if analysis["prices"]["notes"] else [])
     for n in names:
         if n not in costs:
             continue
@@ -356,7 +375,9 @@ def markdown(run: Run, workload: Workload, analysis: dict[str, Any]) -> str:
         lines += ["", f"No {bench['model']} costs: {bench['error']}"]
     lines += ["", "## Charts", "", "![latency per request kind](latency.png)", "", "![monthly cost against requests per day](cost.png)",
               "", "## Not measured here", "",
-              "- Real endpoints (`--aws-endpoint`, `--gcp-service`) are not implemented yet: every number above is the emulators'.",
+              *(["- Real endpoints (`--aws-endpoint`, `--gcp-service`) were not given: every number above is the emulators'."]
+                if not any(t.deployed for t in run.targets) else
+                ["- A deployment's cold start is not observable from the client: its first answer per session is reported."]),
               "- The cloud's cold start beyond the server process (image pull, instance launch), GPUs, more than one instance.",
               ""]
     return "\n".join(lines)
@@ -376,15 +397,15 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
-def write_report(run: Run, workload: Workload, out_dir: str | Path) -> dict[str, Path]:
+def write_report(run: Run, workload: Workload, out_dir: str | Path, prices: Any = None) -> dict[str, Path]:
     """report.md, report.json, latency.png and cost.png in out_dir; returns their paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    analysis = analyse(run, workload)
+    analysis = analyse(run, workload, prices)
     pngs = charts(run, analysis, out_dir)
     md = out_dir / "report.md"
     md.write_text(markdown(run, workload, analysis))
-    data = {k: v for k, v in analysis.items() if k not in ("cost_objects", "demand_object")}
+    data = {k: v for k, v in analysis.items() if k not in ("cost_objects", "demand_object", "price_table")}
     data["seed_checks"] = seed_checks(run, analysis)
     data["run"] = run.to_json()
     js = out_dir / "report.json"

@@ -15,24 +15,21 @@ bucket the endpoint's role reads: not emulated here), which is recorded as a "pa
 
 from __future__ import annotations
 
-import base64
-import json
 import math
 import os
 import statistics
 import tempfile
 import threading
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from deploy.compare.clients import ENDPOINT, EmulatorClient, MotoS3, RealTarget
 from deploy.compare.workload import Workload, image_sizes, materialize
 
 ALL_TARGETS = ("sagemaker-realtime", "sagemaker-serverless", "sagemaker-async", "cloudrun")
 CAUSES = ("payload limit", "timeout", "memory", "scale-from-zero", "concurrency", "container error", "skipped")
-ENDPOINT = "sam"
 
 
 @dataclass
@@ -61,6 +58,11 @@ class TargetRun:
     busy_s: float = 0.0
     note: str = ""
     limits: dict = field(default_factory=dict)
+    platform: str = ""  # the emulated target it is priced as (default: the target's own name)
+    deployed: bool = False  # a real deployment (--aws-endpoint, --gcp-service), not an emulator
+
+    def __post_init__(self) -> None:
+        self.platform = self.platform or self.target
 
     @property
     def throughput_rps(self) -> float:
@@ -165,186 +167,6 @@ class Served:
         self.thread.join(20)
 
 
-class _MotoS3:
-    """A local S3 (moto's threaded server) for the async target, set in this process's environment
-    while it runs (the async front's boto3 client reads AWS_ENDPOINT_URL)."""
-
-    KEYS = {"AWS_ENDPOINT_URL": None, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1"}
-
-    def __enter__(self) -> "_MotoS3":
-        import logging
-
-        from moto.server import ThreadedMotoServer
-
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
-
-        from bench.server import free_port
-
-        port = free_port()
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-        self.server.start()
-        self.saved = {k: os.environ.get(k) for k in self.KEYS}
-        os.environ.update({k: v or f"http://127.0.0.1:{port}" for k, v in self.KEYS.items()})
-        import boto3
-
-        self.client = boto3.session.Session().client("s3")
-        self.bucket = "segany-compare"
-        self.client.create_bucket(Bucket=self.bucket)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for k, v in self.saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        self.server.stop()
-
-
-# --- clients --------------------------------------------------------------------------------------------
-def _fields(kind: str, image_id: str | None, point: list[int], points_per_side: int) -> dict[str, Any]:
-    if kind == "everything":
-        return {"task": "everything", "output": "rle", "points_per_side": points_per_side}
-    fields: dict[str, Any] = {"task": "segment", "output": "rle", "points": [point], "labels": [1]}
-    if kind == "point_cached" and image_id:
-        fields["image_id"] = image_id
-    return fields
-
-
-def _sagemaker_cause(code: str, message: str) -> str:
-    text = message.lower()
-    if code == "ValidationError" and "oversize" in text or "response payload" in text or "too large" in text:
-        return "payload limit"
-    if "timed out" in text:
-        return "timeout"
-    if "out of memory" in text or "memory limit" in text:
-        return "memory"
-    if code == "ThrottlingException":
-        return "concurrency"
-    return "container error"
-
-
-def _cloudrun_cause(status: int, text: str) -> str:
-    if status == 413 or (status == 500 and "exceeds the" in text):
-        return "payload limit"
-    if status == 504:
-        return "timeout"
-    if status == 500 and "Memory limit" in text:
-        return "memory"
-    if status == 429:
-        return "concurrency"
-    return "container error"
-
-
-class _Client:
-    """Sends one planned request to the served emulator; returns (ok, status, image_id, cause, detail, workaround)."""
-
-    def __init__(self, target: str, url: str, points_per_side: int, s3: _MotoS3 | None) -> None:
-        self.target, self.url, self.points_per_side, self.s3 = target, url, points_per_side, s3
-        if target.startswith("sagemaker"):
-            import boto3
-            from botocore.config import Config
-
-            self.runtime = boto3.session.Session().client(
-                "sagemaker-runtime", endpoint_url=url, region_name="us-east-1", aws_access_key_id="testing",
-                aws_secret_access_key="testing",
-                config=Config(retries={"mode": "standard", "max_attempts": 1}, read_timeout=4000, connect_timeout=30))
-        else:
-            import httpx
-
-            self.http = httpx.Client(base_url=url, timeout=4000)
-
-    def close(self) -> None:
-        if hasattr(self, "http"):
-            self.http.close()
-
-    def send(self, kind: str, data: bytes, image_id: str | None, point: list[int]) -> tuple:
-        fields = _fields(kind, image_id, point, self.points_per_side)
-        if self.target == "cloudrun":
-            return self._cloudrun(kind, data, fields)
-        if self.target == "sagemaker-async":
-            return self._async(kind, data, fields)
-        return self._sagemaker(kind, data, fields)
-
-    def _cloudrun(self, kind: str, data: bytes, fields: dict) -> tuple:
-        task = fields.pop("task")
-        body = dict(fields)
-        if "image_id" not in body:
-            body["image"] = base64.b64encode(data).decode()
-        path = "/segment_everything" if task == "everything" else "/segment"
-        answer = self.http.post(path, json=body)
-        workaround = "image_id reuse" if "image_id" in fields else None
-        if answer.status_code >= 400:
-            return False, answer.status_code, None, _cloudrun_cause(answer.status_code, answer.text), answer.text[:300], workaround
-        return True, answer.status_code, answer.json().get("image_id"), None, "", workaround
-
-    def _sagemaker(self, kind: str, data: bytes, fields: dict) -> tuple:
-        from botocore.exceptions import ClientError
-
-        from deploy.aws.invoke import _attributes
-        from deploy.limits import SAGEMAKER, SAGEMAKER_CUSTOM_ATTRIBUTES_MAX
-
-        cap = SAGEMAKER[self.target.removeprefix("sagemaker-")].request_bytes or 0
-        call: dict[str, Any] = {"EndpointName": ENDPOINT, "Accept": "application/json"}
-        workaround = None
-        if "image_id" in fields:
-            call.update(ContentType="application/json", Body=json.dumps(fields).encode())
-            workaround = "image_id reuse"
-        else:
-            inline = json.dumps({**fields, "image": base64.b64encode(data).decode()}).encode()
-            attributes = _attributes(fields)
-            if len(inline) <= cap:
-                call.update(ContentType="application/json", Body=inline)
-            elif len(data) <= cap and len(attributes) <= SAGEMAKER_CUSTOM_ATTRIBUTES_MAX:
-                call.update(ContentType="image/jpeg", Body=data, CustomAttributes=attributes)
-                workaround = "raw body (base64 JSON over the cap)"
-            else:  # S3 image_url would need a bucket the endpoint reads: sent as is, refused
-                call.update(ContentType="image/jpeg", Body=data, CustomAttributes=attributes)
-                workaround = "none possible inline (image over the cap): S3 upload or async needed"
-        try:
-            answer = self.runtime.invoke_endpoint(**call)
-        except ClientError as exc:
-            error = exc.response.get("Error", {})
-            code, message = error.get("Code", ""), error.get("Message", "")
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            return False, status, None, _sagemaker_cause(code, message), f"{code}: {message}"[:300], workaround
-        body = json.loads(answer["Body"].read())
-        return True, 200, body.get("image_id"), None, "", workaround
-
-    def _async(self, kind: str, data: bytes, fields: dict) -> tuple:
-        from deploy.aws.invoke import _attributes
-
-        assert self.s3 is not None
-        key = f"inputs/{uuid.uuid4().hex}"
-        if "image_id" in fields:
-            self.s3.client.put_object(Bucket=self.s3.bucket, Key=key, Body=json.dumps(fields).encode())
-            content_type, attributes = "application/json", None
-        else:
-            self.s3.client.put_object(Bucket=self.s3.bucket, Key=key, Body=data)
-            content_type, attributes = "image/jpeg", _attributes(fields)
-        call = {"EndpointName": ENDPOINT, "InputLocation": f"s3://{self.s3.bucket}/{key}", "ContentType": content_type,
-                "Accept": "application/json"}
-        if attributes:
-            call["CustomAttributes"] = attributes
-        answer = self.runtime.invoke_endpoint_async(**call)
-        workaround = "async (S3 in/out)" + (" + image_id reuse" if "image_id" in fields else "")
-        deadline = time.monotonic() + 3600
-        while time.monotonic() < deadline:
-            for location, ok in ((answer["OutputLocation"], True), (answer.get("FailureLocation"), False)):
-                bucket, _, k = location.removeprefix("s3://").partition("/")
-                try:
-                    body = self.s3.client.get_object(Bucket=bucket, Key=k)["Body"].read()
-                except Exception:
-                    continue
-                if ok:
-                    return True, 200, json.loads(body).get("image_id"), None, "", workaround
-                text = body.decode(errors="replace")
-                return False, None, None, _sagemaker_cause("", text), text[:300], workaround
-            time.sleep(0.05)
-        return False, None, None, "timeout", "no output after 3600 s", workaround
-
-
 # --- one target, then all ---------------------------------------------------------------------------------
 def _point(path: Path, image_id: str) -> list[int]:
     from PIL import Image
@@ -354,19 +176,73 @@ def _point(path: Path, image_id: str) -> list[int]:
     return [w // 2, h // 2]
 
 
+class _Sessions:
+    """The planned requests sent in order through ``client``; records appended to ``run``. ``between``
+    runs before each new session (the idle gap); ``instance`` (an emulator's) tells which request
+    paid a cold start."""
+
+    def __init__(self, run: TargetRun, client: Any, paths: dict[str, Path], instance: Any = None,
+                 on_request: Callable[[RequestRecord], None] | None = None) -> None:
+        self.run, self.client, self.instance, self.on_request = run, client, instance, on_request
+        self.sizes = image_sizes(paths)
+        self.data = {i: p.read_bytes() for i, p in paths.items()}
+        self.points = {i: _point(p, i) for i, p in paths.items()}
+
+    def send_all(self, planned: list[Planned], between: Callable[[], None]) -> None:
+        run, instance = self.run, self.instance
+        image_ids: dict[str, str | None] = {}
+        first_failed: dict[str, RequestRecord] = {}
+        started, session = time.monotonic(), None
+        for p in planned:
+            if session is not None and p.session != session:
+                between()
+            session = p.session
+            key = f"{p.session}:{p.image}"
+            if p.kind == "point_cached" and not image_ids.get(key):
+                cause_of = first_failed.get(key)
+                record = RequestRecord(run.target, p.session, p.kind, p.image, self.sizes[p.image], False, None, 0.0,
+                                       "skipped", "no image_id: the first prompt on this image failed"
+                                       + (f" ({cause_of.cause})" if cause_of else ""))
+            else:
+                starts = len(instance.cold_starts) if instance is not None else 0
+                t0 = time.perf_counter()
+                try:
+                    ok, status, image_id, cause, detail, workaround = self.client.send(
+                        p.kind, self.data[p.image], image_ids.get(key), self.points[p.image])
+                except Exception as exc:  # a client-side failure is recorded, not fatal
+                    ok, status, image_id, cause, detail, workaround = False, None, None, "container error", repr(exc)[:300], None
+                latency = time.perf_counter() - t0
+                cold = None
+                if instance is not None:
+                    cold = instance.cold_starts[-1].seconds if len(instance.cold_starts) > starts else None
+                    if not ok and cold is None and cause == "container error" and instance.state != "running":
+                        cause = "scale-from-zero"
+                    if not ok and cold is not None and cause in ("timeout", "container error"):
+                        cause = "scale-from-zero"
+                record = RequestRecord(run.target, p.session, p.kind, p.image, self.sizes[p.image], ok, status, latency,
+                                       cause, detail, workaround, cold)
+                if run.first_response_s is None:
+                    run.first_response_s = latency
+                run.busy_s += latency
+                if p.kind == "point":
+                    image_ids[key] = image_id if ok else None
+                    if not ok:
+                        first_failed[key] = record
+            run.records.append(record)
+            if self.on_request:
+                self.on_request(record)
+        run.wall_s = time.monotonic() - started
+
+
 def run_target(target: str, workload: Workload, paths: dict[str, Path], planned: list[Planned], env: dict[str, str],
                work_dir: Path, *, idle_s: float, points_per_side: int = 16,
                on_request: Callable[[RequestRecord], None] | None = None) -> TargetRun:
-    from dataclasses import asdict as _asdict
-
+    """``target``'s emulator over a fresh server process, sessions apart by more than ``idle_s``."""
     from deploy.emulate import build, instance_for
 
     run = TargetRun(target)
     instance = instance_for(target, env, work_dir / "logs" / target)
-    s3 = _MotoS3() if target == "sagemaker-async" else None
-    sizes = image_sizes(paths)
-    data = {i: p.read_bytes() for i, p in paths.items()}
-    points = {i: _point(p, i) for i, p in paths.items()}
+    s3 = MotoS3() if target == "sagemaker-async" else None
     try:
         if s3 is not None:
             s3.__enter__()
@@ -376,64 +252,45 @@ def run_target(target: str, workload: Workload, paths: dict[str, Path], planned:
         if s3 is not None:
             kwargs["output"] = f"s3://{s3.bucket}/out"
         front = build(target, instance, **kwargs)
-        run.limits = {**_asdict(front.target.limits), "timeout_s": front.target.timeout_s,
+        run.limits = {**asdict(front.target.limits), "timeout_s": front.target.timeout_s,
                       "max_concurrency": front.target.max_concurrency, "scales_to_zero": front.target.scales_to_zero,
                       "billing": front.target.billing}
         if not front.target.scales_to_zero:  # real-time: InService (and billed) before its first request
             instance.ensure_running(reason="at endpoint creation")
         with Served(front) as served:
-            client = _Client(target, served.url, points_per_side, s3)
-            image_ids: dict[str, str | None] = {}
-            first_failed: dict[str, RequestRecord] = {}
-            started = time.monotonic()
-            session = None
+            client = EmulatorClient(target, served.url, points_per_side, s3)
+            between = (lambda: _wait_for_zero(instance, idle_s)) if front.target.scales_to_zero else (lambda: None)
             try:
-                for p in planned:
-                    if session is not None and p.session != session and front.target.scales_to_zero:
-                        _wait_for_zero(instance, idle_s)  # the gap between sessions: longer than the idle period
-                    session = p.session
-                    key = f"{p.session}:{p.image}"
-                    if p.kind == "point_cached" and not image_ids.get(key):
-                        cause_of = first_failed.get(key)
-                        record = RequestRecord(target, p.session, p.kind, p.image, sizes[p.image], False, None, 0.0,
-                                               "skipped", "no image_id: the first prompt on this image failed"
-                                               + (f" ({cause_of.cause})" if cause_of else ""))
-                    else:
-                        starts = len(instance.cold_starts)
-                        t0 = time.perf_counter()
-                        try:
-                            ok, status, image_id, cause, detail, workaround = client.send(
-                                p.kind, data[p.image], image_ids.get(key), points[p.image])
-                        except Exception as exc:  # a client-side failure is recorded, not fatal
-                            ok, status, image_id, cause, detail, workaround = False, None, None, "container error", repr(exc)[:300], None
-                        latency = time.perf_counter() - t0
-                        cold = instance.cold_starts[-1].seconds if len(instance.cold_starts) > starts else None
-                        if not ok and cold is None and cause == "container error" and instance.state != "running":
-                            cause = "scale-from-zero"
-                        if not ok and cold is not None and cause in ("timeout", "container error"):
-                            cause = "scale-from-zero"
-                        record = RequestRecord(target, p.session, p.kind, p.image, sizes[p.image], ok, status, latency,
-                                               cause, detail, workaround, cold)
-                        if run.first_response_s is None:
-                            run.first_response_s = latency
-                        run.busy_s += latency
-                        if p.kind == "point":
-                            image_ids[key] = image_id if ok else None
-                            if not ok:
-                                first_failed[key] = record
-                    run.records.append(record)
-                    if on_request:
-                        on_request(record)
+                _Sessions(run, client, paths, instance, on_request).send_all(planned, between)
             finally:
                 client.close()
-            run.wall_s = time.monotonic() - started
-        run.cold_starts = [_asdict(c) for c in instance.cold_starts]
+        run.cold_starts = [asdict(c) for c in instance.cold_starts]
         if target == "sagemaker-realtime" and run.cold_starts:
             run.note = "started at endpoint creation (billed from then), never scales to zero"
     finally:
         instance.close()
         if s3 is not None:
             s3.__exit__(None, None, None)
+    return run
+
+
+def run_deployed(target: RealTarget, paths: dict[str, Path], planned: list[Planned], *, idle_s: float,
+                 points_per_side: int = 16, on_request: Callable[[RequestRecord], None] | None = None) -> TargetRun:
+    """A real deployment through ``segany invoke``'s code; sessions ``idle_s`` apart (a real platform
+    scales in after minutes: give ``--idle-s`` past it to measure cold starts). A cold start is not
+    observable from outside: the first request of each session is reported as such."""
+    client = target.client(points_per_side)
+    run = TargetRun(target.name, platform=client.platform, deployed=True, limits=client.limits())
+    try:
+        _Sessions(run, client, paths, None, on_request).send_all(planned, lambda: time.sleep(idle_s))
+    finally:
+        client.close()
+    firsts = {}
+    for r in run.records:
+        if r.ok and r.session not in firsts:
+            firsts[r.session] = r.latency_s
+    run.note = (f"a deployed {client.platform} ({client.where}); the first answer of each session "
+                f"({', '.join(f'{x:.2f} s' for x in firsts.values())}) includes any scale from zero")
     return run
 
 
@@ -454,8 +311,11 @@ def server_env(model: str, cache_dir: Path, checkpoint: str | None = None) -> di
 
 def run_compare(workload: Workload, targets: tuple[str, ...] | list[str], out_dir: Path, *, model: str | None = None,
                 requests: int | None = None, idle_s: float = 2.0, points_per_side: int = 16,
-                env: dict[str, str] | None = None, prime: bool = True, images_dir: str | Path | None = None, progress: Callable[[str, RequestRecord | None], None] | None = None) -> Run:
-    """Run ``workload`` against each target's emulator in turn. Generated images are written to
+                env: dict[str, str] | None = None, prime: bool = True, images_dir: str | Path | None = None,
+                progress: Callable[[str, RequestRecord | None], None] | None = None,
+                deployed: tuple[RealTarget, ...] = (), deployed_idle_s: float | None = None) -> Run:
+    """Run ``workload`` against each target's emulator in turn, then against each ``deployed`` one
+    (sessions ``deployed_idle_s`` apart, default ``idle_s``). Generated images are written to
     ``images_dir`` (default: a temporary folder, so a report folder holds no multi-MB JPEGs); the
     server logs go to a temporary folder too. ``out_dir`` is not written here (see report.py)."""
     import datetime as dt
@@ -477,7 +337,7 @@ def run_compare(workload: Workload, targets: tuple[str, ...] | list[str], out_di
     planned = plan(workload, requests)
     env = env or server_env(model, work / "cache")
     env = {**env, "SEGANY_MODEL": model}
-    if prime:  # fill the server's caches (checkpoint, converted encoder) once, so no target pays them
+    if prime and targets:  # fill the server's caches (checkpoint, converted encoder) once, so no target pays them
         if progress:
             progress("priming", None)
         from deploy.emulate import instance_for
@@ -493,6 +353,12 @@ def run_compare(workload: Workload, targets: tuple[str, ...] | list[str], out_di
             progress(target, None)
         runs.append(run_target(target, workload, paths, planned, env, work, idle_s=idle_s, points_per_side=points_per_side,
                                on_request=(lambda r, t=target: progress(t, r)) if progress else None))
+    for real in deployed:
+        if progress:
+            progress(real.name, None)
+        runs.append(run_deployed(real, paths, planned, idle_s=idle_s if deployed_idle_s is None else deployed_idle_s,
+                                 points_per_side=points_per_side,
+                                 on_request=(lambda r, t=real.name: progress(t, r)) if progress else None))
     return Run(workload.name, model, runs, image_sizes(paths), len(planned), idle_s,
                dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                f"{platform.machine()}, {os.cpu_count()} CPU(s), {platform.system()}")
