@@ -79,6 +79,7 @@ STARTUP_TIMEOUT_S = (60, 3600)  # ContainerStartupHealthCheckTimeoutInSeconds, M
 # https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_CreateTransformJob.html
 BATCH_MAX_PAYLOAD_MB = (0, 100)
 BATCH_INVOCATION_TIMEOUT_S = (1, 3600)  # ModelClientConfig.InvocationsTimeoutInSeconds
+BATCH_INVOCATION_RETRIES = (0, 3)  # ModelClientConfig.InvocationsMaxRetries (API_ModelClientConfig.html)
 # https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_AsyncInferenceClientConfig.html
 ASYNC_MAX_CONCURRENT_INVOCATIONS = (1, 1000)
 # https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_CreateEndpoint.html (EndpointName)
