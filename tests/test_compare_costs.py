@@ -10,7 +10,7 @@ import pytest
 
 from deploy.aws import instances as aws_instances
 from deploy.compare import costs, prices, workload
-from deploy.compare.costs import (CloudRun, SageMakerAsync, SageMakerBatch, SageMakerRealtime, SageMakerServerless,
+from deploy.compare.costs import (CloudRun, CloudRunJob, SageMakerAsync, SageMakerBatch, SageMakerRealtime, SageMakerServerless,
                                   Timing, break_even, monthly_cost)
 from deploy.compare.prices import Price, load_prices, parse_aws_products, parse_gcp_skus, table_prices
 from deploy.compare.workload import Demand, RequestKind, TrafficProfile
@@ -255,6 +255,12 @@ def test_profile_a_quiet_sessions_by_hand():
                                zonal_redundancy=False, free_tier=False), QUIET)
     assert l4.usd_month == approx(lived * (4 * 0.000018 + 16 * 0.000002 + 0.0001867))
     assert "0.0001867" in l4.formula and "5 bursts x (4 s start + 152.8 s burst + 900 s idle)" in l4.formula
+    # a Cloud Run job per request: each of 50 tasks a day starts (4 s) and works (8.08 s), instance-based rates
+    tasks = (50 * 4 + 50 * 8.08) * MONTH_DAYS  # 18,375.83 s
+    job = monthly_cost(CloudRunJob(TIMING, tasks_per_day=50), QUIET)
+    assert job.usd_month == approx(max(4 * tasks - 240_000, 0) * 0.000018 + max(6 * tasks - 450_000, 0) * 0.000002) == 0
+    assert monthly_cost(CloudRunJob(TIMING, tasks_per_day=50, free_tier=False), QUIET).usd_month == approx(
+        4 * tasks * 0.000018 + 6 * tasks * 0.000002)  # $1.54
 
 
 def test_profile_b_busy_day_by_hand():
@@ -355,7 +361,7 @@ def test_default_targets_follow_the_deploy_defaults():
     targets = costs.default_targets("vit_h", timing, gpu_timing=replace(timing, point=1.0))
     by = {t.name: t for t in targets}
     assert list(by) == ["sagemaker-realtime", "sagemaker-serverless", "sagemaker-async", "sagemaker-batch",
-                        "cloudrun", "cloudrun-instance", "cloudrun-l4"]
+                        "cloudrun", "cloudrun-instance", "cloudrun-job", "cloudrun-l4"]
     assert by["sagemaker-serverless"].memory_mb == 5120  # vit_h: 3,650 MB peak x 1.25 = 4,563 MB
     assert (by["cloudrun"].cpu, by["cloudrun"].memory_gib) == (4, 6)  # deploy/gcp/settings.py DEFAULT_RESOURCES
     assert by["sagemaker-async"].timing.cold_start_s == 300 and by["cloudrun"].timing == timing

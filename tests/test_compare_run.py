@@ -19,7 +19,8 @@ pytest.importorskip("uvicorn")
 pytest.importorskip("boto3")
 
 IMAGES = Path(__file__).resolve().parents[2] / "shared" / "images"
-TARGETS = ("sagemaker-serverless", "cloudrun")
+TARGETS = ("sagemaker-serverless", "cloudrun", "sagemaker-batch", "cloudrun-job")
+JOBS = ("sagemaker-batch", "cloudrun-job")
 WORKLOAD = {
     "name": "small", "model": "tiny",
     "images": [{"id": "truck", "path": str(IMAGES / "truck.jpg")},
@@ -66,12 +67,18 @@ def test_the_big_image_fails_on_serverless_for_its_payload_and_passes_on_cloud_r
     assert [(r.ok, r.cause) for r in big["sagemaker-serverless"]] == [(False, "payload limit")]
     assert "S3 upload or async needed" in big["sagemaker-serverless"][0].workaround
     assert [(r.ok, r.cause) for r in big["cloudrun"]] == [(True, None)]
+    for job in JOBS:  # a job reads the image from storage: no request cap; every request is a job
+        assert [(r.ok, r.cause) for r in big[job]] == [(True, None)]
+        assert all(r.workaround.startswith("a job per request") for r in by_target[job].records)
     for t in run.targets:  # the small photo passes everywhere, the cached prompt reuses its image_id
         small = [r for r in t.records if r.image == "truck"]
         assert [(r.kind, r.ok) for r in small] == [("point", True), ("point_cached", True)]
-        assert small[1].workaround == "image_id reuse"
+        assert small[1].workaround == ("image_id reuse" if t.target not in JOBS else
+                                       "a job per request (the answer when the job ends); image resent: no image_id across jobs")
         assert t.first_response_s and t.first_response_s > 0
-        assert t.cold_starts and t.cold_starts[0]["seconds"] > 0  # from zero on the first request
+        if t.target != "cloudrun-job":  # a task's start is inside its run: not measured apart
+            assert t.cold_starts and t.cold_starts[0]["seconds"] > 0  # from zero on the first request
+    assert len(by_target["sagemaker-batch"].cold_starts) == 3  # an instance per job
     assert [target for target, record in report["seen"] if record is not None].count("cloudrun") == 3
 
 
@@ -89,7 +96,7 @@ def test_report_md_holds_every_target_and_row(report: dict[str, Any]) -> None:
         line = next((line for line in table if line.startswith(f"| {row}")), None)
         assert line is not None, row
         assert line.count("|") == len(TARGETS) + 2, line
-    assert "failures: payload limit | 1 | 0 |" in text
+    assert "failures: payload limit | 1 | 0 | 0 | 0 |" in text
     for section in ("## Recommendation for this profile", "## Against the seed article", "## Monthly cost, with the formula",
                     "## Break-even points", "latency.png", "cost.png"):
         assert section in text
@@ -120,5 +127,5 @@ def test_command_refuses_an_unknown_target(tmp_path: Path) -> None:
 
     from deploy.compare.command import compare
 
-    result = CliRunner().invoke(compare, ["--targets", "sagemaker-batch", "--out", str(tmp_path)])
+    result = CliRunner().invoke(compare, ["--targets", "sagemaker-lambda", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "choose from" in result.output

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-DEFAULT_TARGETS = "sagemaker-realtime,sagemaker-serverless,sagemaker-async,cloudrun"
+DEFAULT_TARGETS = "sagemaker-realtime,sagemaker-serverless,sagemaker-async,cloudrun,sagemaker-batch,cloudrun-job"
 
 
 @click.command("compare", context_settings={"show_default": True})

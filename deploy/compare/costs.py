@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Iterable
 
 from deploy.compare.prices import PriceTable, table_prices
-from deploy.compare.targets import (CloudRun, SageMakerAsync, SageMakerBatch, SageMakerRealtime,  # noqa: F401
+from deploy.compare.targets import (CloudRun, CloudRunJob, SageMakerAsync, SageMakerBatch, SageMakerRealtime,  # noqa: F401
                                     SageMakerServerless, Target, default_targets)
 from deploy.compare.timing import Timing, bench_timing  # noqa: F401 (re-exported)
 from deploy.compare.workload import Demand
@@ -184,8 +184,25 @@ def _cloudrun(t: CloudRun, d: Demand, prices: PriceTable) -> Cost:
     return Cost(f"{t.name}", sum(x.usd for x in lines), tuple(lines), tuple(notes))
 
 
+def _cloudrun_job(t: CloudRunJob, d: Demand, prices: PriceTable) -> Cost:
+    """Each task is billed while it runs, at the instance-based rates (cloud.google.com/run/pricing: jobs)."""
+    busy = d.profile.requests_per_day * t.timing.mean(d)
+    billed = (t.tasks_per_day * t.timing.cold_start_s + busy) * DAYS_PER_MONTH
+    how = f"{t.tasks_per_day:g} tasks x {t.timing.cold_start_s:g} s start + {busy:,.1f} s work per day"
+    vcpu, gib = prices.usd("cloudrun.instance.vcpu_second"), prices.usd("cloudrun.instance.gib_second")
+    free_v = prices.usd("cloudrun.instance.free_vcpu_seconds") if t.free_tier else 0
+    free_g = prices.usd("cloudrun.instance.free_gib_seconds") if t.free_tier else 0
+    lines = (
+        _line(f"vCPU ({how})", max(t.cpu * billed - free_v, 0) * vcpu,
+              f"max({t.cpu} vCPU x {billed:,.1f} s - {free_v:,.0f} free, 0) x ${vcpu}/vCPU-s"),
+        _line("memory", max(t.memory_gib * billed - free_g, 0) * gib,
+              f"max({t.memory_gib:g} GiB x {billed:,.1f} s - {free_g:,.0f} free, 0) x ${gib}/GiB-s"),
+    )
+    return Cost(t.name, sum(x.usd for x in lines), lines, ("no interactive answers: results arrive when the task ends",))
+
+
 _MODELS = {SageMakerRealtime: _realtime, SageMakerServerless: _serverless, SageMakerAsync: _async,
-           SageMakerBatch: _batch, CloudRun: _cloudrun}
+           SageMakerBatch: _batch, CloudRun: _cloudrun, CloudRunJob: _cloudrun_job}
 
 
 def monthly_cost(target: Target, demand: Demand, prices: PriceTable | None = None) -> Cost:

@@ -21,8 +21,12 @@ GPU = {
     "sagemaker-serverless": "no (CPU only)",
     "sagemaker-async": "yes (the same instances as real-time)",
     "cloudrun": "yes (NVIDIA L4, instance-based billing)",
+    "sagemaker-batch": "yes (the same instances as real-time)",
+    "cloudrun-job": "yes (NVIDIA L4)",
 }
+NOT_IN_THE_RESPONSE = ("sagemaker-async", "sagemaker-batch", "cloudrun-job")
 MEMORY = {
+    "sagemaker-batch": "the instance's (ml.m5.xlarge: 16 GiB)",
     "sagemaker-realtime": "the instance's (ml.m5.xlarge: 16 GiB)",
     "sagemaker-async": "the instance's (ml.m5.xlarge: 16 GiB)",
 }
@@ -73,8 +77,9 @@ def measured_timing(run: Run) -> dict[str, Any]:
     return out
 
 
-def cost_targets(run: Run, timings: dict[str, Any], model: str) -> list[Any]:
-    """The costs module's targets for the compared ones, with ``segany deploy``'s settings for ``model``."""
+def cost_targets(run: Run, timings: dict[str, Any], model: str, requests_per_day: float = 1) -> list[Any]:
+    """The costs module's targets for the compared ones, with ``segany deploy``'s settings for ``model``;
+    a job target runs one job per request, as the run did."""
     from deploy.compare.targets import default_targets
 
     any_timing = next(iter(timings.values()))
@@ -87,6 +92,10 @@ def cost_targets(run: Run, timings: dict[str, Any], model: str) -> list[Any]:
         timing = timings[t.target]
         if t.platform == "sagemaker-async":
             timing = replace(timing, cold_start_s=ASYNC_LAUNCH_S)
+        if t.platform == "sagemaker-batch":
+            base = replace(base, jobs_per_day=requests_per_day)
+        if t.platform == "cloudrun-job":
+            base = replace(base, tasks_per_day=requests_per_day)
         out.append(replace(base, timing=timing, name=t.target))
     return out
 
@@ -101,14 +110,15 @@ def analyse(run: Run, workload: Workload, prices: Any = None) -> dict[str, Any]:
 
     demand = workload.demand(run.images)
     timings = measured_timing(run)
-    targets = cost_targets(run, timings, run.model)
+    targets = cost_targets(run, timings, run.model, demand.profile.requests_per_day)
     costs = monthly_costs(targets, demand, prices)
     crossings = break_even(targets, demand, RANGE, prices) if len(targets) > 1 else []
     bench: dict[str, Any] = {}
     if workload.model != run.model:
         try:
             bt = bench_timing(workload.model)
-            bench_targets = cost_targets(run, {t.target: bt for t in run.targets}, workload.model)
+            bench_targets = cost_targets(run, {t.target: bt for t in run.targets}, workload.model,
+                                         demand.profile.requests_per_day)
             bench = {"model": workload.model, "timing": asdict(bt), "costs": monthly_costs(bench_targets, demand, prices),
                      "break_even": break_even(bench_targets, demand, RANGE, prices) if len(bench_targets) > 1 else []}
         except (ValueError, OSError, KeyError) as exc:
@@ -156,7 +166,7 @@ def recommend(run: Run, per_target: dict[str, Any], costs: dict[str, Any]) -> di
     names = [t.target for t in run.targets]
     platform = {t.target: t.platform for t in run.targets}
     # async answers in S3, not in the response: the seed's sessions need the answer in the response
-    interactive = [n for n in names if platform[n] != "sagemaker-async"] or names
+    interactive = [n for n in names if platform[n] not in NOT_IN_THE_RESPONSE] or names
     best = min(interactive, key=lambda n: (failed(n), cost(n), p50(n)))
     why = [f"{best}: {per_target[best]['ok']}/{per_target[best]['requests']} requests answered, "
            f"{_usd(cost(best))} a month for this profile, first-prompt p50 {_s(per_target[best]['latency']['point']['p50'])}"]
@@ -164,7 +174,9 @@ def recommend(run: Run, per_target: dict[str, Any], costs: dict[str, Any]) -> di
         if n == best:
             continue
         reasons = []
-        if platform[n] == "sagemaker-async":
+        if platform[n] in ("sagemaker-batch", "cloudrun-job"):
+            reasons.append("a job per request: each answer waits for a job to start, run and end")
+        elif platform[n] == "sagemaker-async":
             reasons.append("answers arrive in S3, not in the response (the seed's sessions need them in the response)")
         if failed(n) > failed(best):
             causes = ", ".join(f"{v} {c}" for c, v in per_target[n]["failures"].items() if v)

@@ -72,7 +72,17 @@ class CloudRun:
             raise ValueError(f"gpu {self.gpu!r}: known {list(limits.CLOUD_RUN_GPU)}, with at least {need or '?'}")
 
 
-Target = Union[SageMakerRealtime, SageMakerServerless, SageMakerAsync, SageMakerBatch, CloudRun]
+@dataclass(frozen=True)
+class CloudRunJob:
+    timing: Timing  # cold_start_s: a task's start (the model loads in every task)
+    cpu: int = 4
+    memory_gib: float = 6
+    tasks_per_day: float = 1  # one task per request when each request is a job
+    free_tier: bool = True  # jobs are billed at the instance-based rates, with their free tier
+    name: str = "cloudrun-job"
+
+
+Target = Union[SageMakerRealtime, SageMakerServerless, SageMakerAsync, SageMakerBatch, CloudRun, CloudRunJob]
 
 
 def default_targets(model: str, timing: Timing, *, async_launch_s: float = 300,
@@ -93,6 +103,7 @@ def default_targets(model: str, timing: Timing, *, async_launch_s: float = 300,
         SageMakerBatch(launch, instance_type),
         CloudRun(timing, int(cpu), memory_gib(memory)),
         CloudRun(timing, int(cpu), memory_gib(memory), billing="instance", name="cloudrun-instance"),
+        CloudRunJob(timing, int(cpu), memory_gib(memory)),
     ]
     memory_mb = serverless_memory_for(model)
     if memory_mb:  # vit_h fits 6144 MB; a model that fits none has no serverless target
