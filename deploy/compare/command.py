@@ -61,6 +61,7 @@ def compare(workload_path: Path | None, targets: str, model: str | None, checkpo
 
     from deploy.compare.prices import load_prices
     from deploy.compare.report import write_report
+    from deploy.emulate.lifecycle import StartFailed
     from runners.errors import SegAnyError
     from deploy.compare.runner import ALL_TARGETS, plan, run_compare, server_env
     from deploy.compare.workload import load_workload
@@ -115,6 +116,10 @@ def compare(workload_path: Path | None, targets: str, model: str | None, checkpo
                               progress=report, deployed=deployed, deployed_idle_s=deployed_idle_s)
         except (ValueError, FileNotFoundError, SegAnyError) as exc:
             raise click.ClickException(str(exc)) from None
+        except StartFailed as exc:
+            why = "killed for memory" if exc.oom else "it did not get ready"
+            raise click.ClickException(f"the server did not start ({why}); check --model/--checkpoint. Its log:\n"
+                                       f"{str(exc)[-1500:]}") from None
     prices = load_prices(prices_mode, aws_region=aws_region or "us-east-1", gcp_region=gcp_region or "us-central1")
     for note in prices.notes:
         console.print(f"prices: {note}")

@@ -30,6 +30,7 @@ from deploy.compare.job_targets import JOB_TARGETS
 from deploy.compare.workload import Workload, image_sizes, materialize
 
 ALL_TARGETS = ("sagemaker-realtime", "sagemaker-serverless", "sagemaker-async", "cloudrun", "sagemaker-batch", "cloudrun-job")
+CONVERSION_BUDGET_S = 3600  # priming converts the encoder once: minutes for vit_h on 2 cores
 CAUSES = ("payload limit", "timeout", "memory", "scale-from-zero", "concurrency", "container error", "skipped")
 
 
@@ -360,6 +361,7 @@ def run_compare(workload: Workload, targets: tuple[str, ...] | list[str], out_di
         from deploy.emulate import instance_for
 
         primer = instance_for("cloudrun", env, work / "logs" / "priming")
+        primer.ready_timeout_s = CONVERSION_BUDGET_S  # a conversion at first start is what priming is for
         try:
             primer.ensure_running(reason="priming (not counted)")
         finally:
