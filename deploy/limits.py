@@ -80,6 +80,7 @@ STARTUP_TIMEOUT_S = (60, 3600)  # ContainerStartupHealthCheckTimeoutInSeconds, M
 BATCH_MAX_PAYLOAD_MB = (0, 100)
 BATCH_INVOCATION_TIMEOUT_S = (1, 3600)  # ModelClientConfig.InvocationsTimeoutInSeconds
 BATCH_INVOCATION_RETRIES = (0, 3)  # ModelClientConfig.InvocationsMaxRetries (API_ModelClientConfig.html)
+BATCH_DEFAULTS = {"MaxPayloadInMB": 6, "InvocationsTimeoutInSeconds": 600, "InvocationsMaxRetries": 3}  # when unset
 # https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_AsyncInferenceClientConfig.html
 ASYNC_MAX_CONCURRENT_INVOCATIONS = (1, 1000)
 # https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_CreateEndpoint.html (EndpointName)
@@ -118,6 +119,9 @@ CLOUD_RUN_SERVICE_NAME = r"^[a-z]([-a-z0-9]{0,47}[a-z0-9])?$"  # https://cloud.g
 CLOUD_RUN_JOB_TASKS = (1, 10000)
 CLOUD_RUN_JOB_TASK_TIMEOUT_S = 168 * 3600
 CLOUD_RUN_JOB_RETRIES = (0, 10)
+# when unset: .../configuring/task-timeout (10 minutes), .../configuring/max-retries (3)
+CLOUD_RUN_JOB_DEFAULT_TIMEOUT_S = 600
+CLOUD_RUN_JOB_DEFAULT_RETRIES = 3
 
 # --- What the emulators (deploy/emulate/, `segany emulate`) enforce beyond the tables above -----
 # https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_runtime_InvokeEndpoint.html:

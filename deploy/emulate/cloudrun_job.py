@@ -32,12 +32,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from deploy.limits import CLOUD_RUN_JOB_RETRIES, CLOUD_RUN_JOB_TASK_TIMEOUT_S, CLOUD_RUN_JOB_TASKS
+from deploy.limits import (CLOUD_RUN_JOB_DEFAULT_RETRIES, CLOUD_RUN_JOB_DEFAULT_TIMEOUT_S, CLOUD_RUN_JOB_RETRIES,
+                           CLOUD_RUN_JOB_TASK_TIMEOUT_S, CLOUD_RUN_JOB_TASKS)
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUT_S = 600  # TaskTemplate.timeout's default (cloud.google.com/run/docs/configuring/task-timeout)
-DEFAULT_RETRIES = 3  # TaskTemplate.max_retries' default (cloud.google.com/run/docs/configuring/max-retries)
+DEFAULT_TIMEOUT_S = CLOUD_RUN_JOB_DEFAULT_TIMEOUT_S
+DEFAULT_RETRIES = CLOUD_RUN_JOB_DEFAULT_RETRIES
 COMMAND = [sys.executable, "-m", "deploy.cli"]  # the image's `segany`, run outside it
 ROOT = Path(__file__).resolve().parents[2]
 

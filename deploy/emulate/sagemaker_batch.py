@@ -33,15 +33,15 @@ from pathlib import Path
 from typing import Any
 
 from deploy.emulate.lifecycle import Instance, StartFailed
-from deploy.limits import (BATCH_INVOCATION_RETRIES, BATCH_INVOCATION_TIMEOUT_S, BATCH_MAX_PAYLOAD_MB,
-                           STARTUP_TIMEOUT_S)
+from deploy.limits import (BATCH_DEFAULTS, BATCH_INVOCATION_RETRIES, BATCH_INVOCATION_TIMEOUT_S,
+                           BATCH_MAX_PAYLOAD_MB, STARTUP_TIMEOUT_S)
 
 logger = logging.getLogger(__name__)
 
 DOC = "https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_CreateTransformJob.html"
-DEFAULT_PAYLOAD_MB = 6  # MaxPayloadInMB's default
-DEFAULT_TIMEOUT_S = 600  # ModelClientConfig.InvocationsTimeoutInSeconds' default (API_ModelClientConfig.html)
-DEFAULT_RETRIES = 3  # ModelClientConfig.InvocationsMaxRetries' default
+DEFAULT_PAYLOAD_MB = BATCH_DEFAULTS["MaxPayloadInMB"]
+DEFAULT_TIMEOUT_S = BATCH_DEFAULTS["InvocationsTimeoutInSeconds"]
+DEFAULT_RETRIES = BATCH_DEFAULTS["InvocationsMaxRetries"]
 
 
 @dataclass
