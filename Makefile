@@ -11,7 +11,7 @@ TORCH_INDEX_URL ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.segany-installed
 
-.PHONY: install serve test test-slow test-oci test-registry bench clean
+.PHONY: install serve test test-slow test-oci test-registry test-browser bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,14 @@ test-registry: $(STAMP)
 	@command -v skopeo >/dev/null && command -v docker-registry >/dev/null || \
 		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q skopeo docker-registry; }
 	$(BIN)/python -m pytest -m registry -v
+
+## The web page in headless Chromium (tests/test_web_ui.py): installs playwright into .venv and
+## Debian's chromium with apt-get (root) when missing; Playwright drives the system browser, no download.
+test-browser: $(STAMP)
+	@$(BIN)/python -c 'import playwright' 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[test,ui]'
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+	$(BIN)/python -m pytest -m browser -v
 
 ## All benchmark suites; results in bench/results/, table in README.md.
 bench: $(STAMP)

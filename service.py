@@ -27,6 +27,7 @@ from runners.schemas import (
 )
 from runners.server_logging import use_info_level
 from runners.settings import Settings
+from runners.web import PAGE_PATH, page_app
 
 SETTINGS = Settings.from_env()  # a bad SEGANY_* value stops `bentoml serve` here, before it binds
 install_exit_hook()
@@ -102,3 +103,4 @@ class SegmentAnything:
 
 
 SegmentAnything.add_asgi_middleware(RequestEdge, max_body_bytes=SETTINGS.max_body_bytes)
+SegmentAnything.mount_asgi_app(page_app(), path=PAGE_PATH)  # the web page at /ui/ (BentoML's docs stay at /)

@@ -6,7 +6,8 @@ coldstart (start to ready vs the floor, peak RSS), everything (segment-everythin
 SamAutomaticMaskGenerator), all; and gpu (the encoder on CUDA against eager SAM and
 segment-anything-fast, per batch size; not in all: run it on a GPU, see bench/device/run.sh);
 push (the bytes a code-only release pushes to a registry; not in all: needs root, buildah, skopeo
-and docker-registry, and builds the image twice).
+and docker-registry, and builds the image twice); ui (click to mask in headless Chromium, tiny and
+vit_b; not in all: needs playwright and chromium).
 `python -m bench report` rewrites the README table.
 """
 
@@ -22,7 +23,7 @@ SUITES = ("encoder", "serve", "batching", "coldstart", "everything")
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("suites", nargs="+", choices=[*SUITES, "gpu", "push", "report", "all"])
+    parser.add_argument("suites", nargs="+", choices=[*SUITES, "gpu", "push", "ui", "report", "all"])
     parser.add_argument("--model", default="vit_b", help="model shape for serve (random-init weights)")
     parser.add_argument("--images", type=int, default=8, help="images per /embed throughput run")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
@@ -36,6 +37,7 @@ def main() -> None:
     parser.add_argument("--gpu-batches", type=int, nargs="+", default=[1, 8, 16, 32])
     parser.add_argument("--gpu-paths", nargs="+", default=None, help="gpu: only these paths (see bench/gpu.py)")
     parser.add_argument("--compile-mode", default="default", help="gpu: torch.compile mode of ours_compiled")
+    parser.add_argument("--ui-models", nargs="+", default=["tiny", "vit_b"], help="ui: model shapes served")
     parser.add_argument("--gpu-result", default="gpu", help="gpu: results file name (bench/results/NAME.json)")
     args = parser.parse_args()
     # A suite stopped by `timeout` (bench/device/run.sh) stops its servers on the way out.
@@ -73,6 +75,10 @@ def main() -> None:
             from bench import push
 
             push.run()
+        elif suite == "ui":
+            from bench import ui
+
+            ui.run(tuple(args.ui_models))
         elif suite == "report":
             from bench import report
 

@@ -7,6 +7,7 @@
     segany entrypoint [serve]                    # the image's entrypoint: SageMaker (serve) or Cloud Run
     segany package-model --checkpoint sam_vit_h.pth --out model.tar.gz   # SageMaker's model artifact
     segany deploy aws --mode serverless --endpoint sam --oci-archive sam.tar --role-arn ARN   # and invoke/status/destroy aws
+    segany ui http://localhost:3000              # the web page on localhost for any target (aws:ENDPOINT, gcp:SERVICE)
 """
 
 from __future__ import annotations
@@ -326,6 +327,15 @@ def _add_compare_command() -> None:
 
 
 _add_compare_command()
+
+
+def _add_ui_command() -> None:
+    from deploy.ui.command import ui
+
+    main.add_command(ui)
+
+
+_add_ui_command()
 
 
 def _run(action):  # type: ignore[no-untyped-def]
