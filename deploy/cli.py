@@ -42,6 +42,9 @@ def main(verbose: bool) -> None:
         format="%(message)s",
         handlers=[RichHandler(show_path=False, console=None)],
     )
+    if not verbose:  # one line per HTTP call (readiness polls, S3 reads) drowns the command's own output
+        for name in ("httpx", "httpcore", "botocore", "urllib3"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @main.command()
