@@ -103,7 +103,8 @@ def screenshots(page: Any, out: Path) -> list[str]:
     _settled(page, lambda: page.set_input_files("#file", files=[{"name": "groceries.jpg", "mimeType": "image/jpeg",
                                                                   "buffer": groceries}]))
     page.click("details:has(#everything-settings) > summary")
-    for name, value in (("points_per_side", "8"), ("pred_iou_thresh", "0"), ("stability_score_thresh", "0")):
+    for name, value in (("points_per_side", "4"), ("pred_iou_thresh", "0"), ("stability_score_thresh", "0"),
+                        ("box_nms_thresh", "1")):  # random weights: every mask kept, or NMS leaves one
         page.fill(f"#everything-settings input[name={name}]", value)
     _settled(page, lambda: page.click("#everything"))
     shots.append(shoot("everything"))

@@ -227,7 +227,8 @@ def test_everything_in_distinct_colours(ui: Any, server: Any) -> None:
                         ("box_nms_thresh", "1")):
         ui.fill(f"#everything-settings input[name={name}]", value)
     with ui.expect_request(lambda r: r.url.endswith("/segment_everything")) as sent:
-        settled(ui, lambda: ui.click("#everything"))
+        ui.click("h1")  # out of the settings' fields, where keys type digits
+        settled(ui, lambda: ui.keyboard.press("e"))
     fields = json.loads(sent.value.post_data)
     assert fields == {"image_id": fields["image_id"], "points_per_side": 4, "pred_iou_thresh": 0,
                       "stability_score_thresh": 0, "box_nms_thresh": 1, "output": "rle"}
@@ -246,6 +247,24 @@ def test_everything_in_distinct_colours(ui: Any, server: Any) -> None:
     assert ui.inner_text("#status").startswith(f"{len(instances)} instance(s)")
     settled(ui, lambda: ui.click("#keep-all"))
     assert ui.locator("#objects li").count() == len(instances)
+
+
+def test_url_image_is_fetched_by_the_server_and_shown(ui: Any, server: Any, local_http: Any) -> None:
+    """A URL is sent as image_url; the photo shown is the server's own copy (no remote image under the CSP)."""
+    dog = small_photo_png("dog", 300)
+    local_http.add("/photos/dog.png", body=dog, headers={"Content-Type": "image/png"})
+    with ui.expect_request(lambda r: r.url.endswith("/segment_everything")) as opened:
+        ui.fill("#url", local_http.url_for("/photos/dog.png"))
+        settled(ui, lambda: ui.click("text=Load URL"))
+    assert json.loads(opened.value.post_data) == {"image_url": local_http.url_for("/photos/dog.png"), "points_per_side": 1,
+                                                  "pred_iou_thresh": 2, "output": "overlay"}
+    width, height, data = ui.evaluate(READ_LAYER.replace("'masks'", "'photo'"))
+    shown = np.frombuffer(base64.b64decode(data), np.uint8).reshape(height, width, 4)[..., :3]
+    np.testing.assert_array_equal(shown, np.asarray(Image.open(io.BytesIO(dog)).convert("RGB")))
+    sent = click(ui, 0.5, 0.5)
+    np.testing.assert_array_equal(overlay(ui), best(api_masks(server.url, dog, sent))[1])
+    ui.fill("#url", "ftp://example.com/x.jpg")
+    assert "ftp: URLs are not fetched" in failed(ui, lambda: ui.click("text=Load URL"))
 
 
 def test_undo_and_clear(ui: Any, server: Any) -> None:

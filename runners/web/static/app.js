@@ -256,6 +256,7 @@ function keep() {
   state.prompts = [];
   state.result = null;
   render();
+  showStatus(`${state.objects.length} object(s) kept. Click the next one, or export.`);
 }
 
 function keepAll() {
@@ -263,6 +264,7 @@ function keepAll() {
   state.objects.push(...state.everything);
   state.everything = null;
   render();
+  showStatus(`${state.objects.length} object(s) kept. Export them, or click to add more.`);
 }
 
 function renderObjects() {
