@@ -54,6 +54,7 @@ def compare(workload_path: Path | None, targets: str, model: str | None, checkpo
             gcp_project: str | None, gcp_region: str | None, gcp_no_auth: bool, deployed_idle_s: float | None,
             prices_mode: str) -> None:
     """Run a workload against each target's emulator (and deployments) and report latency, failures, cost and break-even."""
+    import shutil
     import tempfile
 
     from rich.console import Console
@@ -88,7 +89,8 @@ def compare(workload_path: Path | None, targets: str, model: str | None, checkpo
     model = model or workload.model
     count = len(plan(workload, requests))
     console = Console(stderr=True)
-    env = server_env(model, Path(tempfile.mkdtemp(prefix="segany-compare-cache-")), checkpoint)
+    cache = Path(tempfile.mkdtemp(prefix="segany-compare-cache-"))  # the converted model: removed at the end
+    env = server_env(model, cache, checkpoint)
     with Progress(TextColumn("{task.description:<21}"), BarColumn(bar_width=16), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[last]}"), console=console) as progress:
         tasks: dict[str, int] = {}
@@ -120,6 +122,8 @@ def compare(workload_path: Path | None, targets: str, model: str | None, checkpo
             why = "killed for memory" if exc.oom else "it did not get ready"
             raise click.ClickException(f"the server did not start ({why}); check --model/--checkpoint. Its log:\n"
                                        f"{str(exc)[-1500:]}") from None
+        finally:
+            shutil.rmtree(cache, ignore_errors=True)
     prices = load_prices(prices_mode, aws_region=aws_region or "us-east-1", gcp_region=gcp_region or "us-central1")
     for note in prices.notes:
         console.print(f"prices: {note}")

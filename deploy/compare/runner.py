@@ -15,9 +15,11 @@ bucket the endpoint's role reads: not emulated here), which is recorded as a "pa
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import statistics
+import shutil
 import tempfile
 import threading
 import time
@@ -30,6 +32,7 @@ from deploy.compare.job_targets import JOB_TARGETS
 from deploy.compare.workload import Workload, image_sizes, materialize
 
 ALL_TARGETS = ("sagemaker-realtime", "sagemaker-serverless", "sagemaker-async", "cloudrun", "sagemaker-batch", "cloudrun-job")
+logger = logging.getLogger(__name__)
 CONVERSION_BUDGET_S = 3600  # priming converts the encoder once: minutes for vit_h on 2 cores
 CAUSES = ("payload limit", "timeout", "memory", "scale-from-zero", "concurrency", "container error", "skipped")
 
@@ -351,40 +354,47 @@ def run_compare(workload: Workload, targets: tuple[str, ...] | list[str], out_di
     model = model or workload.model
     out_dir = Path(out_dir)
     work = Path(tempfile.mkdtemp(prefix="segany-compare-"))
-    paths = materialize(workload, Path(images_dir) if images_dir else work / "images")
-    planned = plan(workload, requests)
-    env = env or server_env(model, work / "cache")
-    env = {**env, "SEGANY_MODEL": model}
-    if prime and targets:  # fill the server's caches (checkpoint, converted encoder) once, so no target pays them
-        if progress:
-            progress("priming", None)
-        from deploy.emulate import instance_for
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    try:
+        paths = materialize(workload, Path(images_dir) if images_dir else work / "images")
+        planned = plan(workload, requests)
+        env = env or server_env(model, work / "cache")
+        env = {**env, "SEGANY_MODEL": model}
+        if prime and targets:  # fill the server's caches (checkpoint, converted encoder) once, so no target pays them
+            if progress:
+                progress("priming", None)
+            from deploy.emulate import instance_for
 
-        primer = instance_for("cloudrun", env, work / "logs" / "priming")
-        primer.ready_timeout_s = CONVERSION_BUDGET_S  # a conversion at first start is what priming is for
-        try:
-            primer.ensure_running(reason="priming (not counted)")
-        finally:
-            primer.close()
-    runs = []
-    for target in targets:
-        if progress:
-            progress(target, None)
-        on_request = (lambda r, t=target: progress(t, r)) if progress else None
-        if target in JOB_TARGETS:
-            runs.append(_run_jobs(target, paths, planned, env, work, model, points_per_side, on_request))
-            continue
-        runs.append(run_target(target, workload, paths, planned, env, work, idle_s=idle_s, points_per_side=points_per_side,
-                               on_request=on_request))
-    for real in deployed:
-        if progress:
-            progress(real.name, None)
-        runs.append(run_deployed(real, paths, planned, idle_s=idle_s if deployed_idle_s is None else deployed_idle_s,
-                                 points_per_side=points_per_side,
-                                 on_request=(lambda r, t=real.name: progress(t, r)) if progress else None))
+            primer = instance_for("cloudrun", env, work / "logs" / "priming")
+            primer.ready_timeout_s = CONVERSION_BUDGET_S  # a conversion at first start is what priming is for
+            try:
+                primer.ensure_running(reason="priming (not counted)")
+            finally:
+                primer.close()
+        runs = []
+        for target in targets:
+            if progress:
+                progress(target, None)
+            on_request = (lambda r, t=target: progress(t, r)) if progress else None
+            if target in JOB_TARGETS:
+                runs.append(_run_jobs(target, paths, planned, env, work, model, points_per_side, on_request))
+                continue
+            runs.append(run_target(target, workload, paths, planned, env, work, idle_s=idle_s, points_per_side=points_per_side,
+                                   on_request=on_request))
+        for real in deployed:
+            if progress:
+                progress(real.name, None)
+            runs.append(run_deployed(real, paths, planned, idle_s=idle_s if deployed_idle_s is None else deployed_idle_s,
+                                     points_per_side=points_per_side,
+                                     on_request=(lambda r, t=real.name: progress(t, r)) if progress else None))
+    except BaseException:
+        logger.warning("segany compare stopped: the servers' logs are kept in %s", work / "logs")
+        raise
+    shutil.rmtree(work, ignore_errors=True)  # generated images, logs, a default cache: nothing is kept
     return Run(workload.name, model, runs, image_sizes(paths), len(planned), idle_s,
                dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-               f"{platform.machine()}, {os.cpu_count()} CPU(s), {platform.system()}")
+               f"{platform.machine()}, {os.cpu_count()} CPU(s), {platform.system()}"
+               + (f", load average {load:.1f} at the start" if load is not None else ""))
 
 
 def percentile(values: list[float], q: float) -> float | None:
