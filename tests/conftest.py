@@ -7,6 +7,7 @@ servers), and small caps so that every limit can be crossed cheaply.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Iterator
 
@@ -49,12 +50,32 @@ def reference_model(tiny_checkpoint: Path):
 
 
 @pytest.fixture(scope="session")
-def converted_engine(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):
+def tiny_conversion(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache folder holding the tiny checkpoint's fp32 OpenVINO conversion, converted once per
+    session (each conversion is a child process importing torch: seconds). Tests take a copy of
+    it through :func:`converted_cache_in`, never this folder itself."""
+    from runners.converted import converted_encoder
+
+    cache = tmp_path_factory.mktemp("tiny-conversion")
+    converted_encoder(cache, tiny_checkpoint, None, "tiny", keep_compiled=False)
+    return cache
+
+
+def converted_cache_in(conversion: Path, cache_dir: Path) -> Path:
+    """``cache_dir`` (a SEGANY_CACHE_DIR) holding a copy of ``conversion``'s converted models, as
+    converted_encoder leaves them, but no compiled blob: loading from it compiles, as on a first start."""
+    shutil.copytree(conversion / "openvino", cache_dir / "openvino", dirs_exist_ok=True)
+    return cache_dir
+
+
+@pytest.fixture(scope="session")
+def converted_engine(tiny_checkpoint: Path, tiny_conversion: Path, tmp_path_factory: pytest.TempPathFactory):
     """The torch-free engine (runners/converted_engine.py) on the tiny checkpoint, fp32."""
     from runners.converted import compile_converted, compile_prompt_decoder, converted_encoder
     from runners.converted_engine import ConvertedEngine
 
-    converted = converted_encoder(tmp_path_factory.mktemp("ov-cache"), tiny_checkpoint, None, "tiny")
+    cache = converted_cache_in(tiny_conversion, tmp_path_factory.mktemp("ov-cache"))
+    converted = converted_encoder(cache, tiny_checkpoint, None, "tiny")
     return ConvertedEngine(compile_converted(converted, "fp32"), compile_prompt_decoder(converted))
 
 

@@ -15,6 +15,7 @@ import torch
 
 from runners import mapped_pages
 from runners.mapped_pages import ReleasingMappedPages, read_only_mappings, release_mapped_pages
+from tests.conftest import converted_cache_in
 
 pytestmark = pytest.mark.skipif(mapped_pages._MADVISE is None, reason="needs Linux /proc/self/maps and madvise")
 
@@ -84,14 +85,14 @@ def test_the_context_releases_what_was_mapped_inside_it(weights_file, tmp_path):
         assert mapped[:] == data
 
 
-def test_openvino_encoder_holds_no_mapped_weight_pages_after_compiling(tiny_checkpoint, tmp_path):
+def test_openvino_encoder_holds_no_mapped_weight_pages_after_compiling(tiny_checkpoint, tiny_conversion, tmp_path):
     pytest.importorskip("openvino")
     from runners.converted import converted_encoder
     from runners.encoders import OpenVINOEncoder, TorchEncoder
     from runners.models import load_sam
     from runners.specs import get_spec
 
-    converted = converted_encoder(tmp_path, tiny_checkpoint, None, "tiny")
+    converted = converted_encoder(converted_cache_in(tiny_conversion, tmp_path), tiny_checkpoint, None, "tiny")
     x = torch.randn(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(2))
     reference = TorchEncoder(load_sam(get_spec("tiny"), tiny_checkpoint, torch.device("cpu")).image_encoder,
                              torch.device("cpu"), None)(x)

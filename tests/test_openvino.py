@@ -19,7 +19,7 @@ from runners.encoders import OpenVINOEncoder, TorchEncoder
 from runners.models import load_sam
 from runners.specs import get_spec
 from tests.client import array, b64, ok, photo_b64, result_masks, result_scores
-from tests.conftest import server_env
+from tests.conftest import converted_cache_in, server_env
 from tests.photos import PHOTOS, photo_rgb, small_photo_png, small_photo_rgb
 from tests.test_everything import OPEN, assert_instances_equal
 
@@ -47,8 +47,8 @@ def eager_predict(predictor: SamPredictor, kind: str, prompt: dict) -> tuple[np.
 
 
 @pytest.fixture(scope="module")
-def converted(tiny_checkpoint, tmp_path_factory):
-    return converted_encoder(tmp_path_factory.mktemp("ov-cache"), tiny_checkpoint, None, "tiny")
+def converted(tiny_checkpoint, tiny_conversion, tmp_path_factory):
+    return converted_encoder(converted_cache_in(tiny_conversion, tmp_path_factory.mktemp("ov-cache")), tiny_checkpoint, None, "tiny")
 
 
 def test_conversion_is_cached(converted, tiny_checkpoint):
@@ -140,9 +140,10 @@ def test_the_server_never_loads_the_encoder_weights_into_torch(tiny_checkpoint):
 
 
 @pytest.fixture(scope="module")
-def openvino_server(tiny_checkpoint, tmp_path_factory, _moto_server, _fake_gcs_server):
+def openvino_server(tiny_checkpoint, tiny_conversion, tmp_path_factory, _moto_server, _fake_gcs_server):
     tmp = tmp_path_factory.mktemp("ov-server")
-    env = server_env(tiny_checkpoint, tmp / "cache", _moto_server, _fake_gcs_server.endpoint)
+    cache = converted_cache_in(tiny_conversion, tmp / "cache")  # converting at start-up: tests/test_precisions.py
+    env = server_env(tiny_checkpoint, cache, _moto_server, _fake_gcs_server.endpoint)
     env["SEGANY_ENCODER"] = ""  # the default: auto, which is OpenVINO on CPU
     server = ServerProcess(env, tmp / "server.log").start()
     try:

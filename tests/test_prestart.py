@@ -28,15 +28,16 @@ from runners.pipeline import Pipeline
 from runners.prestart import Prestart, prestart
 from runners.server_logging import hold, release, use_info_level
 from runners.settings import Settings
+from tests.conftest import converted_cache_in
 
 pytest.importorskip("openvino")
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def converted_cache(tmp_path_factory, tiny_checkpoint) -> Path:
-    """A cache holding tiny's converted encoder (converted once for the module)."""
-    cache = tmp_path_factory.mktemp("prestart-cache")
+def converted_cache(tmp_path_factory, tiny_checkpoint, tiny_conversion) -> Path:
+    """A cache holding tiny's converted encoder (the session's conversion), compiled by a prestart."""
+    cache = converted_cache_in(tiny_conversion, tmp_path_factory.mktemp("prestart-cache"))
     early = prestart(tiny_settings(tiny_checkpoint, cache))
     assert early is not None
     early.compiled.result(timeout=300)
