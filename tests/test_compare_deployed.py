@@ -6,16 +6,15 @@ every answer is the real server's. ``--prices live`` without credentials keeps t
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
 from deploy.compare.runner import Served
-from deploy.emulate import build, instance_for
+from deploy.emulate import build
 from deploy.emulate.lifecycle import Instance
-from tests.conftest import server_env
+from tests.test_emulate import started_instance
 from tests.test_compare_run import IMAGES, WORKLOAD
 
 pytest.importorskip("matplotlib")
@@ -26,15 +25,9 @@ pytest.importorskip("boto3")
 @pytest.fixture(scope="module")
 def instance(tiny_checkpoint: Path, _moto_server: str, _fake_gcs_server: Any,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
-    logs = tmp_path_factory.mktemp("compare-deployed")
-    env = {**os.environ, **server_env(tiny_checkpoint, logs / "cache", _moto_server, _fake_gcs_server.endpoint),
-           "SEGANY_MAX_BODY_MB": "40", "SEGANY_MAX_IMAGE_PIXELS": "64000000"}  # a 12-megapixel photo
-    server = instance_for("sagemaker-serverless", env, logs)
-    server.ensure_running(reason="at emulator start")
-    try:
-        yield server
-    finally:
-        server.close()
+    yield from started_instance("sagemaker-serverless", tiny_checkpoint, _moto_server, _fake_gcs_server,
+                                tmp_path_factory.mktemp("compare-deployed"),
+                                SEGANY_MAX_IMAGE_PIXELS="64000000")  # a 12-megapixel photo
 
 
 def _serverless_endpoint(sm: Any) -> None:

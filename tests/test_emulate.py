@@ -83,17 +83,23 @@ def error_of(call: Any, **kwargs: Any) -> tuple[str, int, dict]:
     return response["Error"]["Code"], response["ResponseMetadata"]["HTTPStatusCode"], response
 
 
-@pytest.fixture(scope="module")
-def instance(tiny_checkpoint: Path, _moto_server: str, _fake_gcs_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
-    logs = tmp_path_factory.mktemp("emulate")
-    env = {**os.environ, **server_env(tiny_checkpoint, logs / "cache", _moto_server, _fake_gcs_server.endpoint),
-           "SEGANY_MAX_BODY_MB": "40", "SEGANY_URL_TIMEOUT_S": "10", "SEGANY_ENCODER": "torch"}
-    server = instance_for("sagemaker-realtime", env, logs)
+def started_instance(target: str, tiny_checkpoint: Path, moto: str, gcs: Any, logs: Path, **env: str) -> Iterator[Instance]:
+    """A tiny-model server process as ``target`` starts it (S3 on moto, GCS on the fake), running
+    until the generator closes; ``env`` adds to the server's environment."""
+    env = {**os.environ, **server_env(tiny_checkpoint, logs / "cache", moto, gcs.endpoint), "SEGANY_MAX_BODY_MB": "40",
+           **env}
+    server = instance_for(target, env, logs)
     server.ensure_running(reason="at emulator start")
     try:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture(scope="module")
+def instance(tiny_checkpoint: Path, _moto_server: str, _fake_gcs_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
+    yield from started_instance("sagemaker-realtime", tiny_checkpoint, _moto_server, _fake_gcs_server,
+                                tmp_path_factory.mktemp("emulate"), SEGANY_URL_TIMEOUT_S="10", SEGANY_ENCODER="torch")
 
 
 @pytest.fixture
