@@ -39,6 +39,8 @@ def main() -> None:
     parser.add_argument("--compile-mode", default="default", help="gpu: torch.compile mode of ours_compiled")
     parser.add_argument("--ui-models", nargs="+", default=["tiny", "vit_b"], help="ui: model shapes served")
     parser.add_argument("--gpu-result", default="gpu", help="gpu: results file name (bench/results/NAME.json)")
+    parser.add_argument("--gpu-min-calls", type=int, default=3,
+                        help="gpu: timed calls per size (1: a CPU rehearsal of the code, no separate warm-up)")
     args = parser.parse_args()
     # A suite stopped by `timeout` (bench/device/run.sh) stops its servers on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -70,7 +72,8 @@ def main() -> None:
             from bench import gpu
 
             gpu.run(tuple(args.gpu_models), tuple(args.gpu_batches), args.compile_mode,
-                    tuple(args.gpu_paths) if args.gpu_paths else gpu.EAGER_PATHS + gpu.COMPILED_PATHS, args.gpu_result)
+                    tuple(args.gpu_paths) if args.gpu_paths else gpu.EAGER_PATHS + gpu.COMPILED_PATHS, args.gpu_result,
+                    args.gpu_min_calls)
         elif suite == "push":
             from bench import push
 

@@ -145,7 +145,9 @@ def sizes_for(path: str, batches: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def measure_path(path: str, model_type: str, checkpoint, reference: Reference, batches: tuple[int, ...],
-                 compile_mode: str, record: Callable[[dict], None]) -> None:
+                 compile_mode: str, record: Callable[[dict], None], min_calls: int = 3) -> None:
+    """``min_calls`` timed calls per size after the first (set-up) call and a warm-up call; with 1
+    (a CPU rehearsal of the code, not a measurement) the first call is the only warm-up."""
     device = reference.device
     entry: dict = {"batches": {}}
     try:
@@ -166,8 +168,9 @@ def measure_path(path: str, model_type: str, checkpoint, reference: Reference, b
             encode(batch)  # the first call: compilation, autotuning, cuDNN/cuBLAS set-up
             sync(device)
             first = time.perf_counter() - start
-            encode(batch)
-            times = seconds_per_call(encode, batch)
+            if min_calls > 1:
+                encode(batch)
+            times = seconds_per_call(encode, batch, min_calls=min_calls, min_seconds=1.0 if min_calls > 1 else 0.0)
             median = float(np.median(times))
             entry["batches"][str(size)] = {
                 "images_per_s": size / median, "median_s": median, "calls": len(times), "first_call_s": first,
@@ -214,11 +217,12 @@ def ratios(paths: dict) -> dict[str, float]:
 
 
 def run(model_types: tuple[str, ...] = ("vit_b", "vit_h"), batches: tuple[int, ...] = (1, 8, 16, 32),
-        compile_mode: str = "default", paths: tuple[str, ...] = EAGER_PATHS + COMPILED_PATHS, name: str = "gpu") -> dict:
+        compile_mode: str = "default", paths: tuple[str, ...] = EAGER_PATHS + COMPILED_PATHS, name: str = "gpu",
+        min_calls: int = 3) -> dict:
     """Measure ``paths`` for each model shape; results in bench/results/NAME.json."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     result: dict = {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu (smoke run: code, not speed)",
-                    "batches": list(batches), "compile_mode": compile_mode, "complete": False, "models": {},
+                    "batches": list(batches), "compile_mode": compile_mode, "min_calls": min_calls, "complete": False, "models": {},
                     "published_segment_anything_fast_a100_images_per_s": {k: list(v) for k, v in PUBLISHED.items()}}
     references: dict[str, Reference] = {}
     ordered = [p for p in EAGER_PATHS if p in paths] + [p for p in COMPILED_PATHS if p in paths]
@@ -235,7 +239,8 @@ def run(model_types: tuple[str, ...] = ("vit_b", "vit_h"), batches: tuple[int, .
                     models["ratios"] = ratios(models["paths"])
                     write_result(name, result)
 
-                measure_path(path, model_type, checkpoint, references[model_type], batches, compile_mode, record)
+                measure_path(path, model_type, checkpoint, references[model_type], batches, compile_mode, record,
+                             min_calls)
     for model_type, models in result["models"].items():
         ours = best(models["paths"], "ours")
         if ours and model_type in PUBLISHED:

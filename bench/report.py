@@ -156,7 +156,17 @@ def _rows_push(result: dict[str, Any]) -> Iterator[tuple[str, str, str, str]]:
            f"re-push {again['registry_bytes_received']} B)", f"{result['code_only_ratio']:.2%}", result["goal"])
 
 
-ROWS = {"serve": _rows_serve, "coldstart": _rows_coldstart, "encoder": _rows_encoder, "batching": _rows_batching,
+def _rows_ui(result: dict[str, Any]) -> Iterator[tuple[str, str, str, str]]:
+    for run in result["results"]:
+        for photo in run["photos"]:
+            click, server = photo["click_to_mask_ms"], photo["server_segment_ms"]
+            yield (f"click to mask in headless Chromium vs the server's `/segment` ({run['model']}, {photo['photo']} "
+                   f"{photo['size'][0]}x{photo['size'][1]}, localhost)",
+                   f"{click['median_ms']:.0f} vs {server['median_ms']:.0f} ms, medians of {click['n']} (p95 {click['p95_ms']:.0f} ms)",
+                   f"{click['median_ms'] / server['median_ms']:.2f}x", "")
+
+
+ROWS = {"serve": _rows_serve, "ui": _rows_ui, "coldstart": _rows_coldstart, "encoder": _rows_encoder, "batching": _rows_batching,
         "everything": _rows_everything, "gpu": _rows_gpu, "push": _rows_push}
 
 

@@ -69,7 +69,7 @@ def test_the_readme_table_has_a_row_per_committed_result() -> None:
     markers = {"encoder": "served `/embed` vs bare OpenVINO f32", "coldstart": "start to ready vs floor",
                "serve": "prompt on a cached image", "batching": "batching on vs off",
                "everything": "segment-everything, points_per_side 32", "gpu": "encoder img/s on",
-               "push": "bytes a code-only release pushes"}
+               "push": "bytes a code-only release pushes", "ui": "click to mask in headless Chromium"}
     for suite in suites:
         assert markers[suite] in table, suite
     readme = (RESULTS.parent.parent / "README.md").read_text()
@@ -124,14 +124,14 @@ def test_the_gpu_suite_runs_end_to_end_here_on_cpu(tmp_path) -> None:
     compared with eager fp32's, README rows rendered. The device gets one try; this is its rehearsal."""
     env = {**os.environ, "SEGANY_BENCH_RESULTS": str(tmp_path), "SEGANY_BENCH_CACHE": str(tmp_path / "cache")}
     command = [sys.executable, "-m", "bench", "gpu", "--gpu-models", "tiny", "--gpu-batches", "1", "2",
-               "--gpu-paths", "eager_fp32", "ours", "sam_fast_eager"]
+               "--gpu-paths", "eager_fp32", "ours", "sam_fast_eager", "--gpu-min-calls", "1"]
     subprocess.run(command, env=env, cwd=ROOT, check=True, timeout=900, capture_output=True)
     result = json.loads((tmp_path / "gpu.json").read_text())
     assert result["complete"] and result["device"].startswith("cpu")
     paths = result["models"]["tiny"]["paths"]
     assert set(paths["eager_fp32"]["batches"]) == {"1"}  # the reference at its sizes only
     assert set(paths["ours"]["batches"]) == {"1", "2"}
-    assert all(b["images_per_s"] > 0 for b in paths["ours"]["batches"].values())
+    assert all(b["images_per_s"] > 0 and b["calls"] == 1 for b in paths["ours"]["batches"].values())
     assert paths["eager_fp32"]["mask_iou_vs_eager_fp32"] == {"point": 1.0, "box": 1.0}
     assert min(paths["ours"]["mask_iou_vs_eager_fp32"].values()) >= 0.98  # bf16 + SDPA, as served on CUDA
     assert "skipped" in paths["sam_fast_eager"]  # segment-anything-fast has no tiny model (nor is it installed)

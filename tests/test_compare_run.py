@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +45,10 @@ def report(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> d
            "SEGANY_ENCODER": "torch", "SEGANY_CACHE_DIR": str(out / "cache"), "SEGANY_MAX_BODY_MB": "40",
            "BENTOML_DO_NOT_TRACK": "true"}
     seen: list[tuple[str, Any]] = []
+    before = set(Path(tempfile.gettempdir()).glob("segany-compare-*"))
     run = run_compare(workload, TARGETS, out, model="tiny", requests=3, idle_s=0.5, env=env, prime=False,
                       progress=lambda target, record: seen.append((target, record)))
+    assert set(Path(tempfile.gettempdir()).glob("segany-compare-*")) <= before  # its work folder is gone
     paths = write_report(run, workload, out)
     return {"run": run, "paths": paths, "out": out, "seen": seen}
 

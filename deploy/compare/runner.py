@@ -390,8 +390,9 @@ def run_compare(workload: Workload, targets: tuple[str, ...] | list[str], out_di
     except BaseException:
         logger.warning("segany compare stopped: the servers' logs are kept in %s", work / "logs")
         raise
+    sizes = image_sizes(paths)
     shutil.rmtree(work, ignore_errors=True)  # generated images, logs, a default cache: nothing is kept
-    return Run(workload.name, model, runs, image_sizes(paths), len(planned), idle_s,
+    return Run(workload.name, model, runs, sizes, len(planned), idle_s,
                dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                f"{platform.machine()}, {os.cpu_count()} CPU(s), {platform.system()}"
                + (f", load average {load:.1f} at the start" if load is not None else ""))
