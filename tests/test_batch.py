@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from pycocotools import mask as mask_utils
 
 from deploy.batch import BatchSpec, merge_manifests, run_batch, shard
+from tests.conftest import converted_cache_in
 from tests.test_segment import assert_masks_match, reference
 
 PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "images"
@@ -29,12 +30,12 @@ OPEN = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 
 
 
 @pytest.fixture(scope="module")
-def pipeline(tiny_checkpoint, tmp_path_factory):  # type: ignore[no-untyped-def]
+def pipeline(tiny_checkpoint, tiny_conversion, tmp_path_factory):  # type: ignore[no-untyped-def]
     from deploy.batch import load_pipeline
     from runners.settings import Settings
 
-    env = {"SEGANY_MODEL": "tiny", "SEGANY_CHECKPOINT": str(tiny_checkpoint),
-           "SEGANY_CACHE_DIR": str(tmp_path_factory.mktemp("batch-cache"))}
+    cache = converted_cache_in(tiny_conversion, tmp_path_factory.mktemp("batch-cache"))  # converted once per session
+    env = {"SEGANY_MODEL": "tiny", "SEGANY_CHECKPOINT": str(tiny_checkpoint), "SEGANY_CACHE_DIR": str(cache)}
     return load_pipeline(Settings.from_env(env))
 
 
