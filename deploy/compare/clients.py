@@ -288,7 +288,7 @@ class CloudRunServiceClient:
     platform = "cloudrun"
 
     def __init__(self, target: RealTarget, points_per_side: int) -> None:
-        from deploy.gcp.invoke import service_url
+        from deploy.gcp.invoke import url_of
         from runners.errors import ConfigError
 
         self.target, self.points_per_side = target, points_per_side
@@ -298,10 +298,7 @@ class CloudRunServiceClient:
             if not (target.project and target.region):
                 raise ConfigError(f"--gcp-service {target.endpoint}: give --gcp-project and --gcp-region, or the "
                                   "service's URL")
-            from deploy.gcp.session import GcpClients, as_dict
-
-            name = f"projects/{target.project}/locations/{target.region}/services/{target.endpoint}"
-            self.url = service_url(as_dict(GcpClients()("services").get_service(name=name)), None)
+            self.url = url_of(target.project, target.region, target.endpoint)
         self.where = self.url
 
     def limits(self) -> dict[str, Any]:

@@ -24,17 +24,16 @@ PER_JOB = "a job per request (the answer when the job ends)"
 
 
 def _transform_job(n: int, bucket: str, attributes: str) -> dict[str, Any]:
+    """The job ``segany emulate sagemaker-batch`` would build from its flags, with ``segany deploy aws``'s
+    MaxPayloadInMB and invocation timeout, one retry."""
     from deploy.aws.settings import AwsSettings
+    from deploy.emulate.jobs import transform_job
 
     defaults = AwsSettings.model_fields
-    return {"TransformJobName": f"compare-{n}", "MaxConcurrentTransforms": 1, "BatchStrategy": "SingleRecord",
-            "MaxPayloadInMB": defaults["max_payload_mb"].default,
-            "ModelClientConfig": {"InvocationsTimeoutInSeconds": defaults["invocations_timeout_s"].default,
-                                  "InvocationsMaxRetries": 1},
-            "Environment": {"SEGANY_CUSTOM_ATTRIBUTES": attributes},
-            "TransformInput": {"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"s3://{bucket}/in/{n}/"}},
-                               "ContentType": "application/x-image", "SplitType": "None"},
-            "TransformOutput": {"S3OutputPath": f"s3://{bucket}/out/{n}/", "Accept": "application/json"}}
+    job = transform_job(None, input_uri=f"s3://{bucket}/in/{n}/", output_uri=f"s3://{bucket}/out/{n}/",
+                        custom_attributes=attributes, max_payload_mb=defaults["max_payload_mb"].default,
+                        timeout_s=defaults["invocations_timeout_s"].default, max_retries=1, max_concurrency=1)
+    return {**job, "TransformJobName": f"compare-{n}"}
 
 
 def _batch_cause(record: dict[str, Any]) -> str:
@@ -49,17 +48,39 @@ def _batch_cause(record: dict[str, Any]) -> str:
 
 
 def _cloud_run_job(image: Path, out: Path, fields: dict[str, Any], model: str) -> dict[str, Any]:
+    """The job ``segany emulate cloudrun-job`` would build from its flags: one task of ``segany batch``
+    with ``segany deploy gcp``'s memory for ``model``, no retry."""
+    from deploy.emulate.cloudrun_job import memory_mib
+    from deploy.emulate.jobs import cloud_run_job
     from deploy.gcp.settings import DEFAULT_RESOURCES
 
-    args = ["batch", str(image.parent), str(out), "--task", fields["task"], "--model", model]
+    args = ["--task", fields["task"], "--model", model]
     if fields["task"] == "segment":
         args += ["--points", json.dumps(fields["points"]), "--labels", json.dumps(fields["labels"])]
     else:
         args += ["--options", json.dumps({"points_per_side": fields["points_per_side"]})]
-    memory = DEFAULT_RESOURCES[model][1]
-    return {"template": {"task_count": 1, "parallelism": 1, "template": {
-        "containers": [{"command": ["segany"], "args": args, "resources": {"limits": {"memory": memory}}}],
-        "max_retries": 0, "timeout": "600s"}}}
+    return cloud_run_job(None, input_uri=str(image.parent), output_uri=str(out), batch_args=tuple(args), tasks=1,
+                         parallelism=1, timeout_s=None, max_retries=0, memory_mb=memory_mib(DEFAULT_RESOURCES[model][1]))
+
+
+def run_jobs(target: str, paths: dict[str, Path], planned: list[Any], env: dict[str, str], work_dir: Path, *,
+             model: str, points_per_side: int, point_of: Callable[[Path], list[int]],
+             on_request: Callable[[Any], None] | None = None) -> Any:
+    """``target``'s run (a TargetRun), every planned request as one job, with the platform's limits."""
+    from dataclasses import asdict
+
+    from deploy.compare.runner import TargetRun
+    from deploy.limits import CLOUD_RUN, CLOUD_RUN_JOB_TASK_TIMEOUT_S, SAGEMAKER
+
+    if target == "sagemaker-batch":
+        limits = {**asdict(SAGEMAKER["batch"]), "timeout_s": SAGEMAKER["batch"].timeout_s}
+    else:
+        limits = {"name": "Cloud Run job", "request_bytes": None, "response_bytes": None, "memory_mb": CLOUD_RUN.memory_mb,
+                  "timeout_s": CLOUD_RUN_JOB_TASK_TIMEOUT_S, "source": "https://cloud.google.com/run/docs/create-jobs"}
+    run = TargetRun(target, limits={**limits, "scales_to_zero": True, "billing": "while the job runs"})
+    run_job_target(target, run, paths, planned, env, work_dir, model=model, points_per_side=points_per_side,
+                   point_of=point_of, on_request=on_request)
+    return run
 
 
 def run_job_target(target: str, run: Any, paths: dict[str, Path], planned: list[Any], env: dict[str, str],

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from deploy.compare.clients import ENDPOINT, EmulatorClient, MotoS3, RealTarget
-from deploy.compare.job_targets import JOB_TARGETS
+from deploy.compare.job_targets import JOB_TARGETS, run_jobs
 from deploy.compare.workload import Workload, image_sizes, materialize
 
 ALL_TARGETS = ("sagemaker-realtime", "sagemaker-serverless", "sagemaker-async", "cloudrun", "sagemaker-batch", "cloudrun-job")
@@ -299,22 +299,6 @@ def run_deployed(target: RealTarget, paths: dict[str, Path], planned: list[Plann
     return run
 
 
-def _run_jobs(target: str, paths: dict[str, Path], planned: list[Planned], env: dict[str, str], work: Path, model: str,
-              points_per_side: int, on_request: Callable[[RequestRecord], None] | None) -> TargetRun:
-    from deploy.compare.job_targets import run_job_target
-    from deploy.limits import CLOUD_RUN_JOB_TASK_TIMEOUT_S, SAGEMAKER
-
-    if target == "sagemaker-batch":
-        limits = {**asdict(SAGEMAKER["batch"]), "timeout_s": SAGEMAKER["batch"].timeout_s}
-    else:
-        limits = {"name": "Cloud Run job", "request_bytes": None, "response_bytes": None, "memory_mb": 32 * 1024,
-                  "timeout_s": CLOUD_RUN_JOB_TASK_TIMEOUT_S, "source": "https://cloud.google.com/run/docs/create-jobs"}
-    run = TargetRun(target, limits={**limits, "scales_to_zero": True, "billing": "while the job runs"})
-    run_job_target(target, run, paths, planned, env, work, model=model, points_per_side=points_per_side,
-                   point_of=lambda path: _point(path, ""), on_request=on_request)
-    return run
-
-
 def _wait_for_zero(instance: Any, idle_s: float) -> None:
     deadline = time.monotonic() + idle_s + 15
     while instance.state != "stopped" and time.monotonic() < deadline:
@@ -377,7 +361,8 @@ def run_compare(workload: Workload, targets: tuple[str, ...] | list[str], out_di
                 progress(target, None)
             on_request = (lambda r, t=target: progress(t, r)) if progress else None
             if target in JOB_TARGETS:
-                runs.append(_run_jobs(target, paths, planned, env, work, model, points_per_side, on_request))
+                runs.append(run_jobs(target, paths, planned, env, work, model=model, points_per_side=points_per_side,
+                                 point_of=lambda path: _point(path, ""), on_request=on_request))
                 continue
             runs.append(run_target(target, workload, paths, planned, env, work, idle_s=idle_s, points_per_side=points_per_side,
                                    on_request=on_request))

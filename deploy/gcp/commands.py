@@ -165,8 +165,7 @@ def invoke_gcp(image: Path, project: str | None, region: str | None, service: st
                no_auth: bool, task: str, points: str | None, labels: str | None, boxes: str | None, output: str,
                out: Path | None) -> None:
     """Send one image to the service (with an identity token unless --no-auth)."""
-    from deploy.gcp.invoke import GcpInvoke, invoke, service_url
-    from deploy.gcp.session import as_dict
+    from deploy.gcp.invoke import GcpInvoke, invoke, url_of
 
     try:
         try:
@@ -179,8 +178,7 @@ def invoke_gcp(image: Path, project: str | None, region: str | None, service: st
             fields["output"] = output
         if url is None:
             project, region = _where(project, region)
-            name = f"projects/{project}/locations/{region}/services/{service}"
-            url = service_url(as_dict(_clients()("services").get_service(name=name)), tag)
+            url = url_of(project, region, service, tag, _clients())
         status, body, _type = invoke(GcpInvoke(url, image, task, fields, authenticate=not no_auth))
     except SegAnyError as exc:
         _fail(exc)

@@ -101,6 +101,14 @@ def send(url: str, fields: dict[str, Any], image: bytes | None, *, authenticate:
     return answer.status_code, answer.content, answer.headers.get("content-type", "")
 
 
+def url_of(project: str, region: str, service: str, tag: str | None = None, clients: Any = None) -> str:
+    """The URL of Cloud Run service ``service`` (or of its revision tagged ``tag``), from the Admin API."""
+    from deploy.gcp.session import GcpClients, as_dict
+
+    name = f"projects/{project}/locations/{region}/services/{service}"
+    return service_url(as_dict((clients or GcpClients())("services").get_service(name=name)), tag)
+
+
 def service_url(service: dict[str, Any], tag: str | None) -> str:
     if not tag:
         if not service.get("uri"):

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
+from deploy.gcp.invoke import ROUTES  # the API's routes by task (the module imports no SDK)
 from runners.errors import ConfigError, ContainerError, SegAnyError
 
 logger = logging.getLogger(__name__)
 
-ROUTES = {"segment": "/segment", "everything": "/segment_everything", "embed": "/embed"}
 TASKS = {route: task for task, route in ROUTES.items()}
 
 
@@ -128,11 +128,9 @@ def cloud_run_url(service: str, project: str | None, region: str | None) -> str:
     """The URL of Cloud Run service ``service`` (needs --project and --region)."""
     if not project or not region:
         raise ConfigError(f"gcp:{service} needs --project and --region (or give the service's https://...run.app URL)")
-    from deploy.gcp.invoke import service_url
-    from deploy.gcp.session import GcpClients, as_dict
+    from deploy.gcp.invoke import url_of
 
-    name = f"projects/{project}/locations/{region}/services/{service}"
-    return service_url(as_dict(GcpClients()("services").get_service(name=name)), None)
+    return url_of(project, region, service)
 
 
 def target_for(spec: str, *, region: str | None = None, upload: str | None = None, project: str | None = None,
