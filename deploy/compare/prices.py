@@ -278,7 +278,8 @@ def load_prices(mode: str = "table", *, aws_region: str = "us-east-1", gcp_regio
         if pricing_client is None:
             import boto3  # only here: the table needs no SDK
 
-            pricing_client = boto3.client("pricing", region_name="us-east-1")  # the API's endpoint region
+            # a fresh session: the credentials as they are now, not those boto3.DEFAULT_SESSION cached earlier
+            pricing_client = boto3.session.Session().client("pricing", region_name="us-east-1")  # the API's endpoint region
         found, problems = _aws_live(pricing_client, aws_region, types)
     except Exception as exc:
         found, problems = {}, [f"{type(exc).__name__}: {exc}"]
